@@ -1,0 +1,1 @@
+"""Accounts (a brand's workspace), their users and API tokens."""

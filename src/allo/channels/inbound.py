@@ -1,0 +1,52 @@
+"""What every channel parser produces: channel-neutral inbound messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Direction = Literal["in", "out"]
+Visibility = Literal["public", "private"]
+
+
+class ParseError(ValueError):
+    """The raw event cannot be understood; it is kept, marked failed, and can be retried."""
+
+
+@dataclass(frozen=True)
+class Author:
+    """A customer as the channel knows them (one identity of a contact)."""
+
+    platform_id: str
+    handle: str | None = None
+    display_name: str | None = None
+    followers: int | None = None
+    verified: bool = False
+    email: str | None = None
+    phone: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message as a channel delivered it, before it joins a conversation.
+
+    `contact` is the customer the message comes from ("in") or goes to ("out": the brand's own
+    message seen by the channel, an echo or history imported from the network). An "out"
+    message may leave it unknown when its thread names the customer already.
+    """
+
+    external_id: str
+    contact: Author | None
+    text: str
+    sent_at: datetime
+    direction: Direction = "in"
+    visibility: Visibility = "private"
+    html: str | None = None
+    author_name: str | None = None
+    subject: str | None = None
+    reply_to_external_id: str | None = None
+    references: tuple[str, ...] = ()
+    thread_key: str | None = None
+    attachments: tuple[dict[str, Any], ...] = field(default_factory=tuple)

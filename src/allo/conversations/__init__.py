@@ -1,0 +1,1 @@
+"""Conversations and their messages; threading decides which conversation a message joins."""

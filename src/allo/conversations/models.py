@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from allo.db.base import Base, Timestamped
+
+STATUSES = ("open", "pending", "snoozed", "resolved")
+VISIBILITIES = ("public", "private")
+MESSAGE_VISIBILITIES = ("public", "private", "note")
+DIRECTIONS = ("in", "out")
+DELIVERY_STATUSES = ("received", "queued", "sent", "delivered", "read", "failed")
+
+
+class Conversation(Timestamped, Base):
+    __tablename__ = "conversations"
+    __table_args__ = (
+        CheckConstraint(f"status IN {STATUSES}", name="status"),
+        CheckConstraint(f"visibility IN {VISIBILITIES}", name="visibility"),
+        Index("ix_conversations_account_last", "account_id", "last_message_at", "id"),
+        Index("ix_conversations_thread", "channel_account_id", "thread_key"),
+        Index("ix_conversations_private", "channel_account_id", "contact_id", "visibility"),
+        Index("ix_conversations_labels", "labels", postgresql_using="gin"),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    channel_account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("channel_accounts.id", ondelete="CASCADE")
+    )
+    channel: Mapped[str] = mapped_column(String(20))
+    visibility: Mapped[str] = mapped_column(String(10))
+    contact_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    thread_key: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(10), default="open", server_default="open")
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
+    assignee_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    team_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    labels: Mapped[list[str]] = mapped_column(
+        ARRAY(String(100)), default=list, server_default=text("'{}'")
+    )
+    waiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    first_response_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    last_message_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Message(Timestamped, Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(f"direction IN {DIRECTIONS}", name="direction"),
+        CheckConstraint(f"visibility IN {MESSAGE_VISIBILITIES}", name="visibility"),
+        CheckConstraint(f"delivery_status IN {DELIVERY_STATUSES}", name="delivery_status"),
+        Index(
+            "uq_messages_external",
+            "channel_account_id",
+            "external_id",
+            unique=True,
+            postgresql_where=text("external_id IS NOT NULL"),
+        ),
+        Index("ix_messages_conversation", "conversation_id", "sent_at", "id"),
+        Index(
+            "ix_messages_text_trgm",
+            "text",
+            postgresql_using="gin",
+            postgresql_ops={"text": "gin_trgm_ops"},
+        ),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    conversation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    channel_account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("channel_accounts.id", ondelete="CASCADE")
+    )
+    direction: Mapped[str] = mapped_column(String(3))
+    visibility: Mapped[str] = mapped_column(String(10))
+    external_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    reply_to_external_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    reply_to_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("messages.id", ondelete="SET NULL"), nullable=True
+    )
+    text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    html: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default="[]"
+    )
+    author_contact_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("contacts.id", ondelete="SET NULL"), nullable=True
+    )
+    author_user_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    author_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivery_status: Mapped[str] = mapped_column(String(10))
+    inbound_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

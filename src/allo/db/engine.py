@@ -1,0 +1,66 @@
+"""Engine and sessions: SQLAlchemy 2 async over psycopg 3."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The SQLAlchemy form of a PostgreSQL URL, always with the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"Allo stores everything in PostgreSQL, not {parsed.get_backend_name()}")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The plain libpq form of a PostgreSQL URL (what psycopg and Procrastinate take)."""
+    parsed = make_url(url)
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction, committed on success, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def connect(url: str, pool_size: int = 10) -> Database:
+    engine = create_async_engine(
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+
+
+@asynccontextmanager
+async def one_off_session(url: str) -> AsyncIterator[AsyncSession]:
+    """A single committed transaction on a short-lived engine (for commands)."""
+    database = connect(url, pool_size=1)
+    try:
+        async with database.transaction() as session:
+            yield session
+    finally:
+        await database.dispose()

@@ -1,0 +1,146 @@
+"""Where events come in: the generic API channel, and the list of failed events."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
+
+from allo.channels import api as api_channel
+from allo.channels import service as channels
+from allo.intake import service as intake
+from allo.intake.models import EVENT_STATUSES
+from allo.intake.schemas import Accepted, InboundEventOut, RetryRequest, RetryResult
+from allo.web.auth import Owner
+from allo.web.errors import ApiError
+from allo.web.state import AppState, State
+
+router = APIRouter(prefix="/api/v1", tags=["intake"])
+
+KEPT_HEADERS = ("content-type", "user-agent", "idempotency-key", "x-request-id")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"the body is over the {limit}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, "too_large", f"the body is over the {limit}-byte limit")
+    return bytes(body)
+
+
+def require_json(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the message as application/json")
+
+
+async def inbox_kind(state: AppState, account_id: int, inbox_id: int) -> str:
+    kind = state.inboxes.get((account_id, inbox_id))
+    if kind is None:
+        async with state.db.sessions() as session:
+            inbox = await channels.get_channel_account(session, account_id, inbox_id)
+        if inbox is None:
+            raise ApiError(404, "not_found", f"no inbox {inbox_id} in this account")
+        kind = inbox.kind
+        state.inboxes.put((account_id, inbox_id), kind)
+    return kind
+
+
+def validation_error(error: ValidationError | ValueError) -> ApiError:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        if first["type"] == "json_invalid":
+            return ApiError(400, "malformed_json", f"the body is not valid JSON: {first['msg']}")
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        return ApiError(422, "invalid", str(first["msg"]), field)
+    return ApiError(422, "invalid", str(error))
+
+
+@router.post(
+    "/inboxes/{inbox_id}/messages",
+    status_code=202,
+    response_model=Accepted,
+    summary="Push a customer message into an inbox",
+    responses={
+        400: {"description": "Malformed JSON"},
+        401: {"description": "Missing or invalid token"},
+        404: {"description": "No such inbox in this account"},
+        413: {"description": "Body over the size limit"},
+        415: {"description": "Not application/json"},
+        422: {"description": "A field is invalid"},
+        503: {"description": "Database unavailable: retry (the same external_id is safe)"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ApiInboundMessage"}}
+            },
+        }
+    },
+)
+async def push_message(inbox_id: int, request: Request, owner: Owner, state: State) -> Accepted:
+    """The message is stored raw and committed before this answers; it is processed right after.
+
+    Sending the same `external_id` (or `Idempotency-Key` header) again stores nothing new and
+    answers with `duplicate: true`.
+    """
+    require_json(request)
+    raw = await read_body(request, state.settings.max_body_bytes)
+    await inbox_kind(state, owner.account_id, inbox_id)
+    try:
+        pushed = api_channel.validate(raw)
+    except (ValidationError, ValueError) as error:
+        raise validation_error(error) from None
+    external_id = (
+        pushed.external_id or request.headers.get("idempotency-key") or f"allo:{uuid.uuid4()}"
+    )
+    headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    async with state.db.transaction() as session:
+        recorded = await intake.record(
+            session,
+            intake.NewEvent(
+                account_id=owner.account_id,
+                channel_account_id=inbox_id,
+                parser=api_channel.PARSER,
+                external_id=external_id,
+                raw=raw,
+                content_type=request.headers.get("content-type"),
+                headers=headers,
+            ),
+        )
+    if not recorded.duplicate:
+        state.kicker.poke()
+    return Accepted(event_id=recorded.event_id, duplicate=recorded.duplicate)
+
+
+@router.get("/intake/events", response_model=list[InboundEventOut], summary="Inbound events")
+async def list_events(
+    owner: Owner,
+    state: State,
+    status: Annotated[str | None, Query(description=f"One of {', '.join(EVENT_STATUSES)}")] = None,
+    before_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[InboundEventOut]:
+    """Newest first; `status=failed` lists what could not be processed, with the error."""
+    if status is not None and status not in EVENT_STATUSES:
+        raise ApiError(422, "invalid", f"one of {', '.join(EVENT_STATUSES)}", "status")
+    async with state.db.sessions() as session:
+        rows = await intake.list_events(session, owner.account_id, status, limit, before_id)
+    return [InboundEventOut.model_validate(r) for r in rows]
+
+
+@router.post("/intake/events/retry", response_model=RetryResult, summary="Retry failed events")
+async def retry_events(owner: Owner, state: State, body: RetryRequest) -> RetryResult:
+    async with state.db.transaction() as session:
+        requeued = await intake.retry(session, owner.account_id, body.event_ids)
+    if requeued:
+        state.kicker.poke()
+    return RetryResult(requeued=requeued)

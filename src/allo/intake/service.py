@@ -1,0 +1,300 @@
+"""Intake: record raw events durably, then process them exactly once, in arrival order."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allo import events
+from allo.channels.models import ChannelAccount
+from allo.channels.registry import parser_for
+from allo.contacts import service as contacts
+from allo.conversations import service as conversations
+from allo.db.engine import Database
+from allo.intake.models import InboundEvent
+
+logger = logging.getLogger(__name__)
+
+# One processor at a time keeps arrival order (a reply after the post it answers) and spares
+# threading from deadlocks; batches make it cheap. See docs/decisions.md.
+PROCESSING_LOCK = 4242002
+MAX_ERROR_LENGTH = 4000
+RECORD_CHUNK = 1000
+
+_RECORD = text(
+    """
+    WITH inserted AS (
+        INSERT INTO inbound_events
+            (account_id, channel_account_id, parser, external_id, raw, content_type, headers)
+        VALUES (:account_id, :channel_account_id, :parser, :external_id, :raw, :content_type,
+                CAST(:headers AS jsonb))
+        ON CONFLICT (channel_account_id, external_id) DO NOTHING
+        RETURNING id
+    )
+    SELECT id, true AS created FROM inserted
+    UNION ALL
+    SELECT id, false FROM inbound_events
+    WHERE channel_account_id = :channel_account_id AND external_id = :external_id
+    LIMIT 1
+    """
+)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    account_id: int
+    channel_account_id: int
+    parser: str
+    external_id: str
+    raw: bytes
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    event_id: int
+    duplicate: bool
+
+
+async def record(session: AsyncSession, event: NewEvent) -> Recorded:
+    """Store an event's exact bytes once per (channel account, external id)."""
+    params = _row(event) | {"headers": json.dumps(event.headers)}
+    row = (await session.execute(_RECORD, params)).first()
+    if row is None:
+        # A concurrent insert of the same key committed after this statement's snapshot.
+        row = (
+            await session.execute(
+                select(InboundEvent.id, literal(False)).where(
+                    InboundEvent.channel_account_id == event.channel_account_id,
+                    InboundEvent.external_id == event.external_id,
+                )
+            )
+        ).first()
+        assert row is not None
+    return Recorded(event_id=row[0], duplicate=not row[1])
+
+
+@dataclass
+class ProcessReport:
+    processed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    messages: int = 0
+
+    @property
+    def events(self) -> int:
+        return self.processed + self.failed + self.skipped
+
+    def add(self, other: ProcessReport) -> None:
+        self.processed += other.processed
+        self.failed += other.failed
+        self.skipped += other.skipped
+        self.messages += other.messages
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors of the database itself (connection lost, deadlock): retry the batch, not the event."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+async def process_batch(db: Database, batch_size: int, reopen_window: timedelta) -> ProcessReport:
+    """Process up to `batch_size` pending events in one transaction.
+
+    A crash anywhere rolls the whole batch back, so it is processed again, once. An event whose
+    processing raises is kept with its error (status failed) and the batch goes on.
+    """
+    report = ProcessReport()
+    async with db.sessions() as session:
+        async with session.begin():
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROCESSING_LOCK}
+            )
+            pending = (
+                await session.scalars(
+                    select(InboundEvent)
+                    .where(InboundEvent.status == "pending")
+                    .order_by(InboundEvent.id)
+                    .limit(batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            channel_accounts = await _channel_accounts(session, pending)
+            for event in pending:
+                await _process_one(session, event, channel_accounts, reopen_window, report)
+            domain_events = events.take_recorded(session)
+        await events.dispatch(domain_events)
+    return report
+
+
+async def _channel_accounts(
+    session: AsyncSession, pending: Sequence[InboundEvent]
+) -> dict[int, ChannelAccount]:
+    ids = {e.channel_account_id for e in pending}
+    if not ids:
+        return {}
+    rows = await session.scalars(select(ChannelAccount).where(ChannelAccount.id.in_(ids)))
+    return {c.id: c for c in rows}
+
+
+async def _process_one(
+    session: AsyncSession,
+    event: InboundEvent,
+    channel_accounts: dict[int, ChannelAccount],
+    reopen_window: timedelta,
+    report: ProcessReport,
+) -> None:
+    event.attempts += 1
+    try:
+        async with session.begin_nested():
+            message_ids = await _process(
+                session, event, channel_accounts[event.channel_account_id], reopen_window
+            )
+    except conversations.ThreadNotFound as reason:
+        _finish(event, "skipped", error=str(reason))
+        report.skipped += 1
+        return
+    except Exception as error:
+        if is_transient(error):
+            raise
+        logger.warning("inbound event %s failed: %s", event.id, error)
+        _finish(event, "failed", error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH])
+        report.failed += 1
+        return
+    _finish(event, "processed", message_ids=message_ids)
+    report.processed += 1
+    report.messages += len(message_ids)
+
+
+def _finish(
+    event: InboundEvent, status: str, error: str | None = None, message_ids: list[int] | None = None
+) -> None:
+    event.status = status
+    event.error = error
+    event.processed_at = datetime.now(UTC)
+    event.message_ids = message_ids or []
+
+
+async def _process(
+    session: AsyncSession,
+    event: InboundEvent,
+    channel_account: ChannelAccount,
+    reopen_window: timedelta,
+) -> list[int]:
+    """parse → contact → thread → message; hooks run from the domain events after commit."""
+    parse = parser_for(event.parser)
+    stored: list[int] = []
+    for index, message in enumerate(parse(event.raw, event.external_id, event.received_at)):
+        contact_id = None
+        if message.contact is not None:
+            contact_id = await contacts.resolve_identity(
+                session, event.account_id, channel_account.kind, message.contact
+            )
+        placement = await conversations.place(
+            session, channel_account, contact_id, message, reopen_window
+        )
+        message_id = await conversations.add_message(
+            session, placement, message, contact_id, event.received_at, event.id
+        )
+        if message_id is not None:
+            stored.append(message_id)
+        elif index == 0:
+            logger.info("inbound event %s repeats a stored message", event.id)
+    return stored
+
+
+async def process_all(
+    db: Database, batch_size: int, reopen_window: timedelta, max_batches: int | None = None
+) -> ProcessReport:
+    """Process batches until nothing is pending (or `max_batches` were done)."""
+    total = ProcessReport()
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        report = await process_batch(db, batch_size, reopen_window)
+        total.add(report)
+        batches += 1
+        if report.events < batch_size:
+            break
+    return total
+
+
+async def retry(
+    session: AsyncSession, account_id: int | None = None, event_ids: Sequence[int] | None = None
+) -> int:
+    """Put failed (and skipped) events back in the queue; returns how many."""
+    query = update(InboundEvent).where(InboundEvent.status.in_(("failed", "skipped")))
+    if account_id is not None:
+        query = query.where(InboundEvent.account_id == account_id)
+    if event_ids is not None:
+        query = query.where(InboundEvent.id.in_(list(event_ids)))
+    result = await session.execute(query.values(status="pending"))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def count_by_status(session: AsyncSession, account_id: int | None = None) -> dict[str, int]:
+    query = select(InboundEvent.status, func.count()).group_by(InboundEvent.status)
+    if account_id is not None:
+        query = query.where(InboundEvent.account_id == account_id)
+    return {status: count for status, count in (await session.execute(query)).tuples()}
+
+
+async def pending_exists(session: AsyncSession) -> bool:
+    found = await session.scalar(
+        select(InboundEvent.id).where(InboundEvent.status == "pending").limit(1)
+    )
+    return found is not None
+
+
+async def list_events(
+    session: AsyncSession,
+    account_id: int | None,
+    status: str | None,
+    limit: int,
+    before_id: int | None = None,
+) -> list[InboundEvent]:
+    query = select(InboundEvent)
+    if account_id is not None:
+        query = query.where(InboundEvent.account_id == account_id)
+    if status:
+        query = query.where(InboundEvent.status == status)
+    if before_id is not None:
+        query = query.where(InboundEvent.id < before_id)
+    return list((await session.scalars(query.order_by(InboundEvent.id.desc()).limit(limit))).all())
+
+
+async def record_many(session: AsyncSession, new_events: Sequence[NewEvent]) -> int:
+    """Store many events at once (imports), each once; returns how many were new."""
+    inserted = 0
+    for start in range(0, len(new_events), RECORD_CHUNK):
+        chunk = new_events[start : start + RECORD_CHUNK]
+        statement = (
+            insert(InboundEvent)
+            .values([_row(e) for e in chunk])
+            .on_conflict_do_nothing(index_elements=["channel_account_id", "external_id"])
+            .returning(InboundEvent.id)
+        )
+        inserted += len((await session.scalars(statement)).all())
+    return inserted
+
+
+def _row(event: NewEvent) -> dict[str, Any]:
+    return {
+        "account_id": event.account_id,
+        "channel_account_id": event.channel_account_id,
+        "parser": event.parser,
+        "external_id": event.external_id,
+        "raw": event.raw,
+        "content_type": event.content_type,
+        "headers": event.headers,
+    }

@@ -1,0 +1,123 @@
+"""Background jobs: the Procrastinate app and its tasks, all in PostgreSQL.
+
+Intake does not defer one job per event: the inbound_events table is itself the queue. A job
+drains it in batches; web processes defer that job (at most one waiting at a time, by its
+queueing lock) when they have recorded events, and a periodic sweep defers it whenever events
+are pending, which also repairs a worker that died in the middle of a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import timedelta
+
+import procrastinate
+from procrastinate import JobContext, PsycopgConnector, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued
+
+from allo.db.engine import Database, libpq_url
+from allo.intake import service as intake
+from allo.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+app = procrastinate.App(connector=PsycopgConnector())
+
+PROCESS_INTAKE = "intake.process"
+INTAKE_QUEUE = "intake"
+
+
+@dataclass
+class Runtime:
+    """What tasks need, handed to the worker as its context."""
+
+    settings: Settings
+    db: Database
+
+    @property
+    def reopen_window(self) -> timedelta:
+        return timedelta(hours=self.settings.reopen_window_hours)
+
+
+def _runtime(context: JobContext) -> Runtime:
+    runtime = context.additional_context["runtime"]
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+@app.task(
+    name=PROCESS_INTAKE,
+    queue=INTAKE_QUEUE,
+    pass_context=True,
+    retry=RetryStrategy(max_attempts=20, wait=1, exponential_wait=2),
+)
+async def process_intake(context: JobContext) -> None:
+    runtime = _runtime(context)
+    report = await intake.process_all(
+        runtime.db, runtime.settings.intake_batch_size, runtime.reopen_window
+    )
+    if report.events:
+        logger.info(
+            "intake: %s processed, %s failed, %s skipped",
+            report.processed,
+            report.failed,
+            report.skipped,
+        )
+
+
+@app.periodic(cron="* * * * * */5")
+@app.task(name="intake.sweep", queue=INTAKE_QUEUE, pass_context=True)
+async def sweep_intake(context: JobContext, timestamp: int) -> None:
+    runtime = _runtime(context)
+    async with runtime.db.sessions() as session:
+        if await intake.pending_exists(session):
+            await defer_intake_processing()
+
+
+async def defer_intake_processing() -> None:
+    with suppress(AlreadyEnqueued):
+        await app.configure_task(PROCESS_INTAKE, queueing_lock=PROCESS_INTAKE).defer_async()
+
+
+@asynccontextmanager
+async def opened(database_url: str) -> AsyncIterator[procrastinate.App]:
+    """The job app connected to this database for the duration of the block."""
+    connector = PsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=4)
+    with app.replace_connector(connector):
+        async with app.open_async():
+            yield app
+
+
+async def run_worker(runtime: Runtime, install_signal_handlers: bool = True) -> None:
+    await app.run_worker_async(
+        concurrency=2,
+        install_signal_handlers=install_signal_handlers,
+        additional_context={"runtime": runtime},
+        delete_jobs="successful",
+    )
+
+
+class IntakeKicker:
+    """Defers intake processing soon after events are recorded, at most every `interval` s."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self._wanted = asyncio.Event()
+        self._interval = interval
+
+    def poke(self) -> None:
+        self._wanted.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            try:
+                await defer_intake_processing()
+            except Exception:
+                # The periodic sweep defers it anyway; the events themselves are safe.
+                logger.warning("could not defer intake processing", exc_info=True)
+            await asyncio.sleep(self._interval)

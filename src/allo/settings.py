@@ -1,0 +1,47 @@
+"""One Settings object, read from ALLO_* environment variables and a .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALLO_", env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL. Unset: Allo runs its own embedded PostgreSQL in data_dir.",
+    )
+    data_dir: Path = Field(default=Path("allo-data"), description="Embedded database and keys.")
+    secret_key: str | None = Field(
+        default=None,
+        description="Fernet key encrypting channel credentials; generated in data_dir if unset.",
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    http_workers: int = Field(default=1, ge=1, description="HTTP worker processes of allo serve.")
+    serve_runs_worker: bool = Field(
+        default=True, description="Run the background job worker inside allo serve."
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Webhook body limit.")
+    reopen_window_hours: float = Field(
+        default=72.0,
+        ge=0,
+        description="A private conversation resolved less than this long ago is reopened when "
+        "the contact writes again; after it, a new conversation starts.",
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    intake_batch_size: int = Field(default=500, ge=1)
+    auth_cache_seconds: float = Field(
+        default=30.0, ge=0, description="How long a verified API token is trusted in memory."
+    )
+    log_level: str = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The web process: REST API, webhooks and (later) the agent workspace."""

@@ -1,0 +1,97 @@
+"""The FastAPI application: API, webhooks and pages, with the background worker if asked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import swagger_ui
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+
+from allo import __version__, jobs
+from allo.channels.api import ApiInboundMessage
+from allo.channels.routes import router as inbox_routes
+from allo.contacts.routes import router as contact_routes
+from allo.conversations.routes import router as conversation_routes
+from allo.db.engine import connect
+from allo.intake.routes import router as intake_routes
+from allo.settings import Settings
+from allo.web import errors
+from allo.web.auth import TtlCache
+from allo.web.routes import router as page_routes
+from allo.web.state import AppState
+
+SWAGGER_ASSETS = Path(swagger_ui.__file__).parent / "static"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if not settings.database_url:
+        raise RuntimeError(
+            "ALLO_DATABASE_URL is unset: start Allo with `allo serve`, which runs the embedded "
+            "PostgreSQL when no server is configured"
+        )
+    db = connect(settings.database_url, settings.db_pool_size)
+    state = AppState(
+        settings=settings,
+        db=db,
+        kicker=jobs.IntakeKicker(),
+        tokens=TtlCache(settings.auth_cache_seconds),
+        inboxes=TtlCache(settings.auth_cache_seconds),
+    )
+    app.state.allo = state
+    async with jobs.opened(settings.database_url):
+        background = [asyncio.create_task(state.kicker.run())]
+        if settings.serve_runs_worker:
+            runtime = jobs.Runtime(settings=settings, db=db)
+            background.append(
+                asyncio.create_task(jobs.run_worker(runtime, install_signal_handlers=False))
+            )
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+    await db.dispose()
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    pushed = ApiInboundMessage.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(pushed.pop("$defs", {}))
+    components["ApiInboundMessage"] = pushed
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="Allo",
+        version=__version__,
+        description="Social customer care: one inbox for every channel.",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    # Read afresh: HTTP workers are forked after the command set ALLO_DATABASE_URL.
+    app.state.settings = settings or Settings()
+    errors.install(app)
+    for router in (page_routes, intake_routes, inbox_routes, conversation_routes, contact_routes):
+        app.include_router(router)
+    app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="swagger-assets")
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

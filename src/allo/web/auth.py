@@ -1,0 +1,61 @@
+"""Bearer-token authentication for the API."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from allo.accounts import service as accounts
+from allo.accounts.service import TokenOwner
+from allo.web.errors import ApiError
+from allo.web.state import AppState, app_state
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TtlCache(Generic[K, V]):
+    """A small in-process cache: verified tokens are not looked up on every request."""
+
+    def __init__(self, seconds: float, max_entries: int = 10_000) -> None:
+        self._seconds = seconds
+        self._max_entries = max_entries
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self._seconds, value)
+
+
+bearer = HTTPBearer(auto_error=False, description="An API token made by `allo token create`.")
+
+
+async def token_owner(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> TokenOwner:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ApiError(401, "unauthenticated", "an API token is required: Authorization: Bearer …")
+    state: AppState = app_state(request)
+    token = credentials.credentials
+    owner = state.tokens.get(token)
+    if owner is None:
+        async with state.db.sessions() as session:
+            owner = await accounts.authenticate_token(session, token)
+        if owner is None:
+            raise ApiError(401, "unauthenticated", "this API token is not valid")
+        state.tokens.put(token, owner)
+    return owner
+
+
+Owner = Annotated[TokenOwner, Depends(token_owner)]

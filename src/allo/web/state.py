@@ -1,0 +1,33 @@
+"""What the web process holds for its lifetime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from allo.db.engine import Database
+from allo.jobs import IntakeKicker
+from allo.settings import Settings
+
+if TYPE_CHECKING:
+    from allo.accounts.service import TokenOwner
+    from allo.web.auth import TtlCache
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    kicker: IntakeKicker
+    tokens: TtlCache[str, TokenOwner]
+    inboxes: TtlCache[tuple[int, int], str]
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.allo
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
