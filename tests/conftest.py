@@ -1,0 +1,147 @@
+"""Tests run against a real PostgreSQL: the embedded one, or the server in ALLO_TEST_DATABASE_URL.
+
+Each test session gets a database of its own, migrated with Alembic, and each test starts from
+empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from allo.accounts import service as accounts
+from allo.channels import service as channels
+from allo.db import migrate
+from allo.db.engine import Database, connect, libpq_url
+from allo.intake import service as intake
+from allo.settings import Settings
+from allo.web.app import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+TABLES = (
+    "messages",
+    "conversations",
+    "identities",
+    "contacts",
+    "inbound_events",
+    "api_tokens",
+    "users",
+    "channel_accounts",
+    "accounts",
+    "procrastinate_jobs",
+    "procrastinate_periodic_defers",
+)
+
+
+def _server_database(server_url: str) -> Iterator[str]:
+    name = f"allo_test_{secrets.token_hex(4)}"
+    admin = libpq_url(server_url)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    server = os.environ.get("ALLO_TEST_DATABASE_URL")
+    if server:
+        for url in _server_database(server):
+            migrate.upgrade(url)
+            yield url
+        return
+    from allo.db.embedded import EmbeddedPostgres
+
+    # Short path: the server's Unix socket lives in this folder.
+    folder = Path(tempfile.mkdtemp(prefix="allo-t-", dir="/tmp"))  # noqa: S108
+    embedded = EmbeddedPostgres(folder)
+    try:
+        migrate.upgrade(embedded.url)
+        yield embedded.url
+    finally:
+        embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("data"),
+        serve_runs_worker=False,
+        max_body_bytes=64 * 1024,
+        auth_cache_seconds=0,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = connect(database_url, pool_size=5)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(autouse=True)
+def empty_tables(request: pytest.FixtureRequest) -> None:
+    """Every test that touches the database starts from empty tables."""
+    if "database_url" not in request.fixturenames:
+        return
+    url = request.getfixturevalue("database_url")
+    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+        connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+
+
+@dataclass
+class Tenant:
+    account_id: int
+    token: str
+    inbox_id: int
+
+
+@pytest.fixture
+async def tenant(db: Database) -> Tenant:
+    """An account with an API token and an API inbox."""
+    async with db.transaction() as session:
+        account = await accounts.create_account(session, "Brand")
+        token = await accounts.create_api_token(session, account.id, "tests")
+        inbox = await channels.create_channel_account(session, account.id, "api", "API", "api-1")
+    return Tenant(account_id=account.id, token=token, inbox_id=inbox.id)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real application (its lifespan included) over an in-process ASGI transport."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://allo.test") as http:
+            yield http
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def process(db: Database, settings: Settings) -> intake.ProcessReport:
+    return await intake.process_all(
+        db, settings.intake_batch_size, timedelta(hours=settings.reopen_window_hours)
+    )
