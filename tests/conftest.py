@@ -71,7 +71,7 @@ def database_url() -> Iterator[str]:
     from allo.db.embedded import EmbeddedPostgres
 
     # Short path: the server's Unix socket lives in this folder.
-    folder = Path(tempfile.mkdtemp(prefix="allo-t-", dir="/tmp"))  # noqa: S108
+    folder = Path(tempfile.mkdtemp(prefix="allo-t-", dir="/tmp"))
     embedded = EmbeddedPostgres(folder)
     try:
         migrate.upgrade(embedded.url)

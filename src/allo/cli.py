@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -120,7 +122,12 @@ async def _worker(settings: Settings, url: str) -> None:
     db = connect(url, settings.db_pool_size)
     try:
         async with jobs.opened(url):
-            await jobs.run_worker(jobs.Runtime(settings=settings, db=db))
+            working = asyncio.create_task(jobs.run_worker(jobs.Runtime(settings=settings, db=db)))
+            loop = asyncio.get_running_loop()
+            for stop_signal in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(stop_signal, working.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await working
     finally:
         await db.dispose()
 

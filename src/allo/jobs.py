@@ -3,7 +3,8 @@
 Intake does not defer one job per event: the inbound_events table is itself the queue. A job
 drains it in batches; web processes defer that job (at most one waiting at a time, by its
 queueing lock) when they have recorded events, and a periodic sweep defers it whenever events
-are pending, which also repairs a worker that died in the middle of a batch.
+are pending, which also repairs a worker that died in the middle of a batch. The job itself
+is not retried by Procrastinate: the next sweep defers it again.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import procrastinate
-from procrastinate import JobContext, PsycopgConnector, RetryStrategy
+from procrastinate import JobContext, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
 from allo.db.engine import Database, libpq_url
@@ -29,6 +30,7 @@ app = procrastinate.App(connector=PsycopgConnector())
 
 PROCESS_INTAKE = "intake.process"
 INTAKE_QUEUE = "intake"
+WORKER_RESTART_SECONDS = 1.0
 
 
 @dataclass
@@ -53,7 +55,6 @@ def _runtime(context: JobContext) -> Runtime:
     name=PROCESS_INTAKE,
     queue=INTAKE_QUEUE,
     pass_context=True,
-    retry=RetryStrategy(max_attempts=20, wait=1, exponential_wait=2),
 )
 async def process_intake(context: JobContext) -> None:
     runtime = _runtime(context)
@@ -92,13 +93,25 @@ async def opened(database_url: str) -> AsyncIterator[procrastinate.App]:
             yield app
 
 
-async def run_worker(runtime: Runtime, install_signal_handlers: bool = True) -> None:
-    await app.run_worker_async(
-        concurrency=2,
-        install_signal_handlers=install_signal_handlers,
-        additional_context={"runtime": runtime},
-        delete_jobs="successful",
-    )
+async def run_worker(runtime: Runtime) -> None:
+    """Run jobs until cancelled.
+
+    Procrastinate's worker stops when it loses its database connection (a restart, a
+    failover); it is started again here, so the process survives what the database goes
+    through.
+    """
+    while True:
+        try:
+            await app.run_worker_async(
+                concurrency=2,
+                install_signal_handlers=False,
+                additional_context={"runtime": runtime},
+                delete_jobs="always",
+            )
+            logger.warning("job worker stopped; restarting")
+        except Exception:
+            logger.warning("job worker stopped on an error; restarting", exc_info=True)
+        await asyncio.sleep(WORKER_RESTART_SECONDS)
 
 
 class IntakeKicker:

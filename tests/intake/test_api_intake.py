@@ -8,15 +8,22 @@ import json
 import httpx
 from sqlalchemy import func, select
 
-from allo.conversations.models import Conversation, Message
+from allo.conversations.models import Message
 from allo.db.engine import Database
 from allo.intake.models import InboundEvent
 from allo.settings import Settings
 from tests.conftest import Tenant, auth, process
 
 
-def message(external_id: str = "m-1", text: str = "Bonjour, ma fibre est coupée", **extra: object) -> dict[str, object]:
-    return {"external_id": external_id, "contact": {"id": "cust-1", "name": "Camille"}, "text": text, **extra}
+def message(
+    external_id: str = "m-1", text: str = "Bonjour, ma fibre est coupée", **extra: object
+) -> dict[str, object]:
+    return {
+        "external_id": external_id,
+        "contact": {"id": "cust-1", "name": "Camille"},
+        "text": text,
+        **extra,
+    }
 
 
 async def count(db: Database, model: type) -> int:
@@ -54,7 +61,9 @@ async def test_a_pushed_message_is_stored_raw_then_becomes_a_conversation(
     assert [m["text"] for m in messages] == ["Bonjour, ma fibre est coupée"]
     assert messages[0]["direction"] == "in" and messages[0]["delivery_status"] == "received"
     contact = (
-        await client.get(f"/api/v1/contacts/{conversation['contact_id']}", headers=auth(tenant.token))
+        await client.get(
+            f"/api/v1/contacts/{conversation['contact_id']}", headers=auth(tenant.token)
+        )
     ).json()
     assert contact["name"] == "Camille"
     assert [(i["platform"], i["platform_id"]) for i in contact["identities"]] == [("api", "cust-1")]
@@ -65,7 +74,9 @@ async def test_the_same_event_sent_100_times_at_once_makes_one_message(
 ) -> None:
     async def push() -> httpx.Response:
         return await client.post(
-            f"/api/v1/inboxes/{tenant.inbox_id}/messages", json=message("same"), headers=auth(tenant.token)
+            f"/api/v1/inboxes/{tenant.inbox_id}/messages",
+            json=message("same"),
+            headers=auth(tenant.token),
         )
 
     responses = await asyncio.gather(*(push() for _ in range(100)))
@@ -82,8 +93,12 @@ async def test_the_idempotency_key_header_stands_for_a_missing_external_id(
 ) -> None:
     body = {"contact": {"id": "c"}, "text": "hello"}
     headers = auth(tenant.token) | {"Idempotency-Key": "key-1"}
-    first = await client.post(f"/api/v1/inboxes/{tenant.inbox_id}/messages", json=body, headers=headers)
-    second = await client.post(f"/api/v1/inboxes/{tenant.inbox_id}/messages", json=body, headers=headers)
+    first = await client.post(
+        f"/api/v1/inboxes/{tenant.inbox_id}/messages", json=body, headers=headers
+    )
+    second = await client.post(
+        f"/api/v1/inboxes/{tenant.inbox_id}/messages", json=body, headers=headers
+    )
     assert (first.json()["duplicate"], second.json()["duplicate"]) == (False, True)
     without_key = await client.post(
         f"/api/v1/inboxes/{tenant.inbox_id}/messages", json=body, headers=auth(tenant.token)
@@ -98,15 +113,59 @@ async def test_bad_requests_get_a_clear_error_and_store_nothing(
     url = f"/api/v1/inboxes/{tenant.inbox_id}/messages"
     json_headers = auth(tenant.token) | {"Content-Type": "application/json"}
     cases = [
-        (await client.post(url, content=b'{"contact": {"id": "c"}, "text": ', headers=json_headers), 400, "malformed_json"),
-        (await client.post(url, content=b"text=hello", headers=auth(tenant.token) | {"Content-Type": "application/x-www-form-urlencoded"}), 415, "unsupported_media_type"),
-        (await client.post(url, content=json.dumps(message(text="x" * (settings.max_body_bytes + 1))).encode(), headers=json_headers), 413, "too_large"),
-        (await client.post("/api/v1/inboxes/999999/messages", json=message(), headers=auth(tenant.token)), 404, "not_found"),
+        (
+            await client.post(
+                url, content=b'{"contact": {"id": "c"}, "text": ', headers=json_headers
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            await client.post(
+                url,
+                content=b"text=hello",
+                headers=auth(tenant.token) | {"Content-Type": "application/x-www-form-urlencoded"},
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            await client.post(
+                url,
+                content=json.dumps(message(text="x" * (settings.max_body_bytes + 1))).encode(),
+                headers=json_headers,
+            ),
+            413,
+            "too_large",
+        ),
+        (
+            await client.post(
+                "/api/v1/inboxes/999999/messages", json=message(), headers=auth(tenant.token)
+            ),
+            404,
+            "not_found",
+        ),
         (await client.post(url, json=message()), 401, "unauthenticated"),
-        (await client.post(url, json=message(), headers=auth("allo_forged")), 401, "unauthenticated"),
-        (await client.post(url, json={"contact": {"id": "c"}}, headers=auth(tenant.token)), 422, "invalid"),
-        (await client.post(url, json={"text": "no contact"}, headers=auth(tenant.token)), 422, "invalid"),
-        (await client.post(url, json=message(direction="sideways"), headers=auth(tenant.token)), 422, "invalid"),
+        (
+            await client.post(url, json=message(), headers=auth("allo_forged")),
+            401,
+            "unauthenticated",
+        ),
+        (
+            await client.post(url, json={"contact": {"id": "c"}}, headers=auth(tenant.token)),
+            422,
+            "invalid",
+        ),
+        (
+            await client.post(url, json={"text": "no contact"}, headers=auth(tenant.token)),
+            422,
+            "invalid",
+        ),
+        (
+            await client.post(url, json=message(direction="sideways"), headers=auth(tenant.token)),
+            422,
+            "invalid",
+        ),
         (await client.post(url, json=[1, 2], headers=auth(tenant.token)), 422, "invalid"),
     ]
     for response, status, code in cases:
@@ -236,9 +295,13 @@ async def test_conversation_listing_filters_and_pages(
         if cursor is None:
             break
     assert len(seen) == 7 and len(set(seen)) == 7
-    refunds = (await client.get("/api/v1/conversations", params={"q": "REFUND"}, headers=headers)).json()
+    refunds = (
+        await client.get("/api/v1/conversations", params={"q": "REFUND"}, headers=headers)
+    ).json()
     assert len(refunds["conversations"]) == 3
-    percent = (await client.get("/api/v1/conversations", params={"q": "100%"}, headers=headers)).json()
+    percent = (
+        await client.get("/api/v1/conversations", params={"q": "100%"}, headers=headers)
+    ).json()
     assert len(percent["conversations"]) == 4
     window = (
         await client.get(
@@ -251,7 +314,12 @@ async def test_conversation_listing_filters_and_pages(
     for params in ({"status": "open"}, {"channel": "api"}, {"assignee_id": "none"}):
         listed = (await client.get("/api/v1/conversations", params=params, headers=headers)).json()
         assert len(listed["conversations"]) == 7, params
-    for params in ({"status": "resolved"}, {"channel": "x"}, {"assignee_id": "5"}, {"label": "vip"}):
+    for params in (
+        {"status": "resolved"},
+        {"channel": "x"},
+        {"assignee_id": "5"},
+        {"label": "vip"},
+    ):
         listed = (await client.get("/api/v1/conversations", params=params, headers=headers)).json()
         assert listed["conversations"] == [], params
     for params in ({"status": "closed"}, {"cursor": "not-a-cursor"}, {"assignee_id": "me"}):

@@ -7,7 +7,7 @@ import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -357,12 +357,3 @@ async def list_messages(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].sent_at, rows[-1].id)
     return rows, next_cursor
-
-
-async def count_by_status(session: AsyncSession, account_id: int) -> dict[str, int]:
-    rows = await session.execute(
-        select(Conversation.status, func.count())
-        .where(Conversation.account_id == account_id)
-        .group_by(Conversation.status)
-    )
-    return {status: count for status, count in rows.tuples()}

@@ -45,6 +45,9 @@ class Database:
 
 
 def connect(url: str, pool_size: int = 10) -> Database:
+    # Every table must be known before the first query, whichever domain a process imports.
+    import allo.db.schema  # noqa: F401
+
     engine = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,

@@ -246,7 +246,7 @@ async def count_by_status(session: AsyncSession, account_id: int | None = None) 
     query = select(InboundEvent.status, func.count()).group_by(InboundEvent.status)
     if account_id is not None:
         query = query.where(InboundEvent.account_id == account_id)
-    return {status: count for status, count in (await session.execute(query)).tuples()}
+    return {status: count for status, count in (await session.execute(query)).all()}
 
 
 async def pending_exists(session: AsyncSession) -> bool:

@@ -51,9 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background = [asyncio.create_task(state.kicker.run())]
         if settings.serve_runs_worker:
             runtime = jobs.Runtime(settings=settings, db=db)
-            background.append(
-                asyncio.create_task(jobs.run_worker(runtime, install_signal_handlers=False))
-            )
+            background.append(asyncio.create_task(jobs.run_worker(runtime)))
         try:
             yield
         finally:
