@@ -234,7 +234,8 @@ def test_a_database_restart_under_load_costs_retries_not_messages(
         stop(server)
     with psycopg.connect(libpq_url(url)) as connection:
         stored = connection.execute(
-            "SELECT count(*), count(DISTINCT external_id) FROM messages WHERE external_id LIKE 'load-%'"
+            "SELECT count(*), count(DISTINCT external_id) FROM messages"
+            " WHERE external_id LIKE 'load-%'"
         ).fetchone()
     assert stored == (total, total)
 
