@@ -293,12 +293,6 @@ async def test_a_brand_answer_naming_no_customer_joins_the_thread_of_an_unseen_p
     assert (conversation.first_response_at, conversation.waiting_since) == (answered_at, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: migration 0001 allows inbound_events.status only in (pending, processed, "
-    "failed); marking an event skipped violates ck_inbound_events_status and the whole batch "
-    "is rolled back",
-)
 async def test_a_brand_message_answering_nothing_known_and_naming_no_customer_is_skipped(
     db: Database, settings: Settings, tenant: Tenant
 ) -> None:

@@ -330,7 +330,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('pending', 'processed', 'failed')", name=op.f("ck_inbound_events_status")
+            "status IN ('pending', 'processed', 'failed', 'skipped')",
+            name=op.f("ck_inbound_events_status"),
         ),
         sa.ForeignKeyConstraint(
             ["account_id"],
