@@ -241,7 +241,7 @@ def intake_list(
         for event in rows:
             typer.echo(
                 f"{event.id}\t{event.received_at:%Y-%m-%d %H:%M:%S}\t{event.parser}\t"
-                f"{event.external_id}\t{event.status}\t{event.error or ''}"
+                f"{event.external_id}\t{event.status}\t{' '.join((event.error or '').split())}"
             )
 
     with database(get_settings()) as url:

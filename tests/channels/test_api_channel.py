@@ -151,11 +151,6 @@ def test_html_only_gets_text_derived_from_the_sanitised_html() -> None:
     assert message.text == "Bonjour ! Merci"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: html_to_text (channels/text.py) strips tags without a separator, so words of "
-    "adjacent block elements run together ('<p>Bonjour</p><p>Merci</p>' -> 'BonjourMerci')",
-)
 def test_text_derived_from_html_keeps_block_elements_apart() -> None:
     message = parse(
         {"contact": {"id": "c"}, "html": "<p>Bonjour</p><p>Merci</p><div>Camille</div>"}

@@ -150,11 +150,6 @@ def test_the_registry_refuses_an_unknown_parser() -> None:
         parser_for("fax")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a customer row with a blank author_id parses into Author(platform_id='') "
-    "(channels/twcs.py parse), so every such tweet lands on one nameless contact",
-)
 def test_a_customer_row_without_an_author_is_a_parse_error_naming_author_id() -> None:
     with pytest.raises(ParseError, match="author_id"):
         twcs.parse(json.dumps(row(author_id="  ")).encode(), "1", RECEIVED_AT)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-import pytest
 from sqlalchemy import select
 
 from allo.channels import email as email_channel
@@ -218,11 +217,6 @@ async def test_a_post_that_arrives_after_its_replies_joins_their_conversation(
     assert conversation.waiting_since == T0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a root post arriving after a reply to one of its replies starts a conversation "
-    "of its own (place() only looks up thread keys, not stored replies that answer it)",
-)
 async def test_a_root_post_that_arrives_after_a_chain_of_its_replies_joins_their_conversation(
     db: Database, settings: Settings, tenant: Tenant
 ) -> None:
@@ -447,11 +441,6 @@ async def test_a_brand_answer_in_a_private_conversation_clears_waiting_and_sets_
     assert conversation.waiting_since == T0 + timedelta(hours=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a customer message arriving late is marked waiting even though a later brand "
-    "answer is stored (only first_response_at is compared, conversations/service.py:205-210)",
-)
 async def test_a_late_customer_message_already_answered_by_a_later_brand_reply_is_not_waiting(
     db: Database, settings: Settings, tenant: Tenant
 ) -> None:
@@ -563,11 +552,6 @@ async def test_email_threading_does_not_cross_mailboxes(
     assert (await message(db, care.id, "d2@customer.example")).reply_to_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: only the first id of a multi-id In-Reply-To is kept (channels/email.py parse), "
-    "so a reply naming a known message second does not thread",
-)
 async def test_an_email_whose_in_reply_to_names_two_messages_threads_on_the_known_one(
     db: Database, settings: Settings, tenant: Tenant
 ) -> None:

@@ -62,8 +62,14 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
 
 
 def _attachments(message: EmailMessage) -> tuple[dict[str, object], ...]:
+    """Every part that is not a body, however deeply nested (Apple Mail nests them)."""
+    bodies = {id(message.get_body(preferencelist=(kind,))) for kind in ("plain", "html")}
     found = []
-    for part in message.iter_attachments():
+    for part in message.walk():
+        if part.is_multipart() or id(part) in bodies:
+            continue
+        if part.get_content_disposition() is None and not part.get_filename():
+            continue
         payload = part.get_payload(decode=True)
         found.append(
             {
@@ -100,7 +106,8 @@ def parse(raw: bytes, external_id: str, received_at: datetime) -> list[InboundMe
             sent_at=_sent_at(message, received_at),
             subject=clean_text(_header(message, "Subject") or "") or None,
             reply_to_external_id=in_reply_to[0] if in_reply_to else None,
-            references=tuple(_ids(_header(message, "References"))),
+            # A multi-id In-Reply-To names several parents: the others thread like References.
+            references=tuple(_ids(_header(message, "References")) + in_reply_to[:0:-1]),
             attachments=_attachments(message),
         )
     ]

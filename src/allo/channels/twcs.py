@@ -63,6 +63,8 @@ def parse(raw: bytes, external_id: str, received_at: datetime) -> list[InboundMe
         raise ParseError(f"a TWCS row needs the string columns {', '.join(COLUMNS)}")
     text = clean_text(row["text"])
     author_id = clean_text(row["author_id"].strip())
+    if not author_id:
+        raise ParseError("author_id: empty")
     parent = tweet_id(row["in_response_to_tweet_id"]) or None
     direction: Direction
     if is_inbound(row):

@@ -2,65 +2,106 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from collections.abc import Sequence
+
+from sqlalchemy import delete, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.channels.inbound import Author
 from allo.contacts.models import Contact, Identity
 
+IdentityKey = tuple[int, str, str]
+
+
+async def resolve_identities(
+    session: AsyncSession, authors: Sequence[tuple[int, str, Author]]
+) -> list[int]:
+    """The contact behind each (account, platform, author), created on first contact.
+
+    One query finds the known identities, one insert creates what is missing; profile fields
+    (handle, name, followers, verified) are refreshed when the channel says they changed.
+    """
+    wanted: dict[IdentityKey, Author] = {}
+    for account_id, platform, author in authors:
+        wanted[(account_id, platform, author.platform_id)] = author
+    known = await _known_identities(session, list(wanted))
+    for key, identity in known.items():
+        _refresh(identity, wanted[key])
+    missing = [key for key in wanted if key not in known]
+    contact_ids = {key: identity.contact_id for key, identity in known.items()}
+    contact_ids.update(await _create(session, missing, wanted))
+    return [contact_ids[(a, p, author.platform_id)] for a, p, author in authors]
+
 
 async def resolve_identity(
     session: AsyncSession, account_id: int, platform: str, author: Author
 ) -> int:
-    """The contact behind a channel identity, created on first contact; profile fields refreshed."""
-    identity = await session.scalar(
+    """The contact behind one channel identity (see resolve_identities)."""
+    [contact_id] = await resolve_identities(session, [(account_id, platform, author)])
+    return contact_id
+
+
+async def _known_identities(
+    session: AsyncSession, keys: list[IdentityKey]
+) -> dict[IdentityKey, Identity]:
+    if not keys:
+        return {}
+    rows = await session.scalars(
         select(Identity).where(
-            Identity.account_id == account_id,
-            Identity.platform == platform,
-            Identity.platform_id == author.platform_id,
+            tuple_(Identity.account_id, Identity.platform, Identity.platform_id).in_(keys)
         )
     )
-    if identity is not None:
-        _refresh(identity, author)
-        return identity.contact_id
-    contact = Contact(
-        account_id=account_id,
-        name=author.display_name or author.handle,
-        email=author.email,
-        phone=author.phone,
-        language=author.language,
-    )
-    session.add(contact)
-    await session.flush()
-    inserted = await session.scalar(
+    return {(i.account_id, i.platform, i.platform_id): i for i in rows}
+
+
+async def _create(
+    session: AsyncSession, keys: list[IdentityKey], authors: dict[IdentityKey, Author]
+) -> dict[IdentityKey, int]:
+    if not keys:
+        return {}
+    contact_ids = (
+        await session.scalars(
+            insert(Contact).returning(Contact.id, sort_by_parameter_order=True),
+            [
+                {
+                    "account_id": key[0],
+                    "name": authors[key].display_name or authors[key].handle,
+                    "email": authors[key].email,
+                    "phone": authors[key].phone,
+                    "language": authors[key].language,
+                }
+                for key in keys
+            ],
+        )
+    ).all()
+    created = dict(zip(keys, contact_ids, strict=True))
+    inserted = await session.execute(
         insert(Identity)
-        .values(
-            account_id=account_id,
-            contact_id=contact.id,
-            platform=platform,
-            platform_id=author.platform_id,
-            handle=author.handle,
-            display_name=author.display_name,
-            followers=author.followers,
-            verified=author.verified,
-        )
         .on_conflict_do_nothing(index_elements=["account_id", "platform", "platform_id"])
-        .returning(Identity.contact_id)
+        .returning(Identity.account_id, Identity.platform, Identity.platform_id),
+        [
+            {
+                "account_id": key[0],
+                "contact_id": created[key],
+                "platform": key[1],
+                "platform_id": key[2],
+                "handle": authors[key].handle,
+                "display_name": authors[key].display_name,
+                "followers": authors[key].followers,
+                "verified": authors[key].verified,
+            }
+            for key in keys
+        ],
     )
-    if inserted is not None:
-        return int(inserted)
-    # Another transaction created this identity first: use its contact, drop ours.
-    await session.delete(contact)
-    existing = await session.scalar(
-        select(Identity.contact_id).where(
-            Identity.account_id == account_id,
-            Identity.platform == platform,
-            Identity.platform_id == author.platform_id,
-        )
-    )
-    assert existing is not None
-    return existing
+    won = {(a, p, i) for a, p, i in inserted.all()}
+    lost = [key for key in keys if key not in won]
+    if lost:
+        # Another transaction created these identities first: use its contacts, drop ours.
+        await session.execute(delete(Contact).where(Contact.id.in_([created[k] for k in lost])))
+        for key, identity in (await _known_identities(session, lost)).items():
+            created[key] = identity.contact_id
+    return created
 
 
 def _refresh(identity: Identity, author: Author) -> None:

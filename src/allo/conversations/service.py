@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Select, and_, exists, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
@@ -17,35 +19,369 @@ from allo.channels.models import ChannelAccount
 from allo.conversations.models import Conversation, Message
 
 THREADED_BY_HEADERS = frozenset({"email"})
+STATE_COLUMNS = (
+    "thread_key",
+    "subject",
+    "status",
+    "waiting_since",
+    "first_response_at",
+    "last_inbound_at",
+    "last_response_at",
+    "last_message_at",
+    "resolved_at",
+)
 
 
 class ThreadNotFound(LookupError):
     """A brand message names no customer and answers nothing Allo knows."""
 
 
+@dataclass
+class Thread:
+    """A conversation's threading state while a batch is placed in memory."""
+
+    id: int
+    account_id: int
+    channel_account_id: int
+    channel: str
+    visibility: str
+    contact_id: int
+    thread_key: str | None
+    subject: str | None
+    status: str
+    waiting_since: datetime | None
+    first_response_at: datetime | None
+    last_inbound_at: datetime | None
+    last_response_at: datetime | None
+    last_message_at: datetime
+    resolved_at: datetime | None
+    new: bool = False
+    changed: bool = False
+
+    @classmethod
+    def of(cls, row: Conversation) -> Thread:
+        return cls(
+            id=row.id,
+            account_id=row.account_id,
+            channel_account_id=row.channel_account_id,
+            channel=row.channel,
+            visibility=row.visibility,
+            contact_id=row.contact_id,
+            **{name: getattr(row, name) for name in STATE_COLUMNS},
+        )
+
+    def receive(self, message: InboundMessage) -> None:
+        """What a new message changes: activity, waiting clock, first and last response."""
+        sent_at = message.sent_at
+        self.changed = True
+        self.last_message_at = max(self.last_message_at, sent_at)
+        if self.subject is None and message.subject:
+            self.subject = message.subject
+        if message.direction == "in":
+            self._customer_wrote(sent_at)
+        else:
+            self._brand_answered(sent_at)
+
+    def _customer_wrote(self, sent_at: datetime) -> None:
+        self.last_inbound_at = max(self.last_inbound_at or sent_at, sent_at)
+        answered_after = self.last_response_at is not None and sent_at <= self.last_response_at
+        if not answered_after:
+            self.waiting_since = min(self.waiting_since or sent_at, sent_at)
+        if self.status == "resolved":
+            self.status = "open"
+            self.resolved_at = None
+
+    def _brand_answered(self, sent_at: datetime) -> None:
+        self.first_response_at = min(self.first_response_at or sent_at, sent_at)
+        self.last_response_at = max(self.last_response_at or sent_at, sent_at)
+        if self.waiting_since is not None and sent_at >= self.waiting_since:
+            # A customer message that arrived before this (older) answer is still waiting;
+            # its exact time is not kept, so the wait counts from the latest one.
+            later = (
+                self.last_inbound_at
+                if self.last_inbound_at and self.last_inbound_at > sent_at
+                else None
+            )
+            self.waiting_since = later
+
+    def continues_with(self, message: InboundMessage, reopen_window: timedelta) -> bool:
+        if self.status != "resolved" or self.resolved_at is None:
+            return True
+        return message.sent_at - self.resolved_at <= reopen_window
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "channel_account_id": self.channel_account_id,
+            "channel": self.channel,
+            "visibility": self.visibility,
+            "contact_id": self.contact_id,
+            "labels": [],
+            **{name: getattr(self, name) for name in STATE_COLUMNS},
+        }
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+
+
 @dataclass(frozen=True)
 class Placement:
-    conversation: Conversation
+    thread: Thread
     reply_to_id: int | None
-    created: bool
 
 
-async def _message_answered(
-    session: AsyncSession, channel_account_id: int, external_ids: list[str]
-) -> Message | None:
-    """The most recent known message among those this one answers or references."""
-    if not external_ids:
-        return None
-    found = (
-        await session.scalars(
-            select(Message).where(
-                Message.channel_account_id == channel_account_id,
-                Message.external_id.in_(external_ids),
-            )
+@dataclass
+class Threads:
+    """The conversations and messages one batch of inbound messages touches.
+
+    `load` reads everything the batch can refer to in a few queries; `place` and `add` decide
+    in memory, in arrival order (so a reply later in the batch finds its post); `flush`
+    writes new conversations, messages and changed conversations in a few statements.
+    """
+
+    session: AsyncSession
+    reopen_window: timedelta
+    messages: dict[tuple[int, str], StoredMessage] = field(default_factory=dict)
+    by_key: dict[tuple[int, str], Thread] = field(default_factory=dict)
+    latest_private: dict[tuple[int, int], Thread] = field(default_factory=dict)
+    threads: dict[int, Thread] = field(default_factory=dict)
+    new_messages: list[dict[str, Any]] = field(default_factory=list)
+    _conversation_ids: list[int] = field(default_factory=list)
+    _message_ids: list[int] = field(default_factory=list)
+    _with_messages: set[int] = field(default_factory=set)
+
+    async def load(
+        self, batch: Sequence[tuple[ChannelAccount, int | None, InboundMessage]]
+    ) -> None:
+        message_keys: set[tuple[int, str]] = set()
+        thread_keys: set[tuple[int, str]] = set()
+        private: set[tuple[int, int]] = set()
+        for channel_account, contact_id, message in batch:
+            ca = channel_account.id
+            message_keys.update((ca, e) for e in (message.external_id, *_answered_ids(message)))
+            if message.visibility == "public":
+                thread_keys.update((ca, k) for k in _thread_keys(message))
+            elif channel_account.kind not in THREADED_BY_HEADERS and contact_id is not None:
+                private.add((ca, contact_id))
+        await self._load_messages(message_keys)
+        await self._load_threads(thread_keys)
+        await self._load_private(private)
+        self._conversation_ids = await _allocate(self.session, "conversations", len(batch))
+        self._message_ids = await _allocate(self.session, "messages", len(batch))
+
+    async def _load_messages(self, keys: set[tuple[int, str]]) -> None:
+        if not keys:
+            return
+        rows = await self.session.execute(
+            select(
+                Message.channel_account_id, Message.external_id, Message.id, Message.conversation_id
+            ).where(tuple_(Message.channel_account_id, Message.external_id).in_(list(keys)))
         )
-    ).all()
-    by_id = {m.external_id: m for m in found}
-    return next((by_id[e] for e in external_ids if e in by_id), None)
+        for ca, external_id, message_id, conversation_id in rows.all():
+            if external_id is not None:
+                self.messages[(ca, external_id)] = StoredMessage(message_id, conversation_id)
+        await self._load_conversations({m.conversation_id for m in self.messages.values()})
+
+    async def _load_conversations(self, ids: set[int]) -> None:
+        missing = ids - set(self.threads)
+        if missing:
+            rows = await self.session.scalars(
+                select(Conversation).where(Conversation.id.in_(missing))
+            )
+            for row in rows:
+                self._remember(Thread.of(row))
+
+    async def _load_threads(self, keys: set[tuple[int, str]]) -> None:
+        if not keys:
+            return
+        rows = await self.session.scalars(
+            select(Conversation)
+            .where(tuple_(Conversation.channel_account_id, Conversation.thread_key).in_(list(keys)))
+            .order_by(Conversation.id)
+        )
+        for row in rows:
+            self._remember(self.threads.get(row.id) or Thread.of(row))
+
+    async def _load_private(self, pairs: set[tuple[int, int]]) -> None:
+        if not pairs:
+            return
+        rows = await self.session.scalars(
+            select(Conversation)
+            .where(
+                Conversation.visibility == "private",
+                tuple_(Conversation.channel_account_id, Conversation.contact_id).in_(list(pairs)),
+            )
+            .order_by(
+                Conversation.channel_account_id, Conversation.contact_id, Conversation.id.desc()
+            )
+            .ext(distinct_on(Conversation.channel_account_id, Conversation.contact_id))
+        )
+        for row in rows:
+            self._remember(self.threads.get(row.id) or Thread.of(row))
+
+    def _remember(self, thread: Thread) -> None:
+        self.threads[thread.id] = thread
+        if thread.thread_key is not None:
+            self.by_key.setdefault((thread.channel_account_id, thread.thread_key), thread)
+        if thread.visibility == "private":
+            key = (thread.channel_account_id, thread.contact_id)
+            current = self.latest_private.get(key)
+            if current is None or current.id < thread.id:
+                self.latest_private[key] = thread
+
+    def place(
+        self, channel_account: ChannelAccount, contact_id: int | None, message: InboundMessage
+    ) -> Placement:
+        """Find or start the conversation a message belongs to.
+
+        - Any message that answers or references a known message joins its conversation.
+        - Public: else the thread of the post it answers or of its thread key; a post that
+          arrives after its replies joins their thread (which is then keyed by what it
+          answers, so an even older post joins too).
+        - Email: by In-Reply-To and References only.
+        - Other private channels: one conversation per channel account and contact, reopened
+          when the contact writes within the reopen window of its resolution, new after it.
+        """
+        ca = channel_account.id
+        answered = next(
+            (self.messages[(ca, e)] for e in _answered_ids(message) if (ca, e) in self.messages),
+            None,
+        )
+        if answered is not None:
+            return Placement(self.threads[answered.conversation_id], answered.id)
+        if message.visibility == "public":
+            for key in _thread_keys(message):
+                thread = self.by_key.get((ca, key))
+                if thread is not None:
+                    self._rekey(thread, message)
+                    return Placement(thread, None)
+        elif channel_account.kind not in THREADED_BY_HEADERS and contact_id is not None:
+            thread = self.latest_private.get((ca, contact_id))
+            if thread is not None and thread.continues_with(message, self.reopen_window):
+                return Placement(thread, None)
+        if contact_id is None:
+            raise ThreadNotFound("a brand message that names no customer and answers nothing known")
+        return Placement(self._start(channel_account, contact_id, message), None)
+
+    def _rekey(self, thread: Thread, message: InboundMessage) -> None:
+        """A thread keyed by this post's id is now keyed by the post it answers."""
+        parent = message.reply_to_external_id
+        if parent and thread.thread_key == message.external_id and message.thread_key is None:
+            thread.thread_key = parent
+            thread.changed = True
+            self.by_key.setdefault((thread.channel_account_id, parent), thread)
+
+    def _start(
+        self, channel_account: ChannelAccount, contact_id: int, message: InboundMessage
+    ) -> Thread:
+        keys = _thread_keys(message) if message.visibility == "public" else ()
+        thread = Thread(
+            id=self._conversation_ids.pop(0),
+            account_id=channel_account.account_id,
+            channel_account_id=channel_account.id,
+            channel=channel_account.kind,
+            visibility=message.visibility,
+            contact_id=contact_id,
+            thread_key=keys[0] if keys else message.thread_key,
+            subject=message.subject,
+            status="open",
+            waiting_since=None,
+            first_response_at=None,
+            last_inbound_at=None,
+            last_response_at=None,
+            last_message_at=message.sent_at,
+            resolved_at=None,
+            new=True,
+        )
+        self._remember(thread)
+        return thread
+
+    def add(
+        self,
+        placement: Placement,
+        message: InboundMessage,
+        contact_id: int | None,
+        received_at: datetime,
+        inbound_event_id: int | None,
+    ) -> int | None:
+        """Queue a message once (per channel account and external id); None if already there."""
+        thread = placement.thread
+        key = (thread.channel_account_id, message.external_id)
+        if key in self.messages:
+            return None
+        message_id = self._message_ids.pop(0)
+        self.messages[key] = StoredMessage(message_id, thread.id)
+        inbound = message.direction == "in"
+        self.new_messages.append(
+            {
+                "id": message_id,
+                "account_id": thread.account_id,
+                "conversation_id": thread.id,
+                "channel_account_id": thread.channel_account_id,
+                "direction": message.direction,
+                "visibility": message.visibility,
+                "external_id": message.external_id,
+                "reply_to_external_id": message.reply_to_external_id,
+                "reply_to_id": placement.reply_to_id,
+                "text": message.text,
+                "html": message.html,
+                "attachments": list(message.attachments),
+                "author_contact_id": contact_id if inbound else None,
+                "author_name": message.author_name,
+                "sent_at": message.sent_at,
+                "received_at": received_at,
+                "delivery_status": "received" if inbound else "sent",
+                "inbound_event_id": inbound_event_id,
+            }
+        )
+        created = thread.new and thread.id not in self._with_messages
+        self._with_messages.add(thread.id)
+        thread.receive(message)
+        events.record(
+            self.session,
+            events.MessageReceived(
+                account_id=thread.account_id,
+                conversation_id=thread.id,
+                message_id=message_id,
+                direction=message.direction,
+                conversation_created=created,
+            ),
+        )
+        return message_id
+
+    async def flush(self) -> None:
+        new = [t.row() for t in self.threads.values() if t.new]
+        if new:
+            await self.session.execute(insert(Conversation), new)
+        if self.new_messages:
+            await self.session.execute(insert(Message), self.new_messages)
+        changed = [
+            {"id": t.id, **{name: getattr(t, name) for name in STATE_COLUMNS}}
+            for t in self.threads.values()
+            if t.changed and not t.new
+        ]
+        if changed:
+            await self.session.execute(update(Conversation), changed)
+        for thread in self.threads.values():
+            thread.new = thread.changed = False
+        self.new_messages = []
+
+
+async def _allocate(session: AsyncSession, table: str, count: int) -> list[int]:
+    """Ids taken from the table's sequence up front, so rows can refer to each other."""
+    if count == 0:
+        return []
+    rows = await session.scalars(
+        text(
+            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"
+        ),
+        {"table": table, "count": count},
+    )
+    return list(rows.all())
 
 
 def _answered_ids(message: InboundMessage) -> list[str]:
@@ -54,168 +390,10 @@ def _answered_ids(message: InboundMessage) -> list[str]:
     return ids + [r for r in reversed(message.references) if r not in ids]
 
 
-async def place(
-    session: AsyncSession,
-    channel_account: ChannelAccount,
-    contact_id: int | None,
-    message: InboundMessage,
-    reopen_window: timedelta,
-) -> Placement:
-    """Find or start the conversation a message belongs to.
-
-    - Public: the conversation of the message it answers; else the thread of the post it
-      answers or of its thread key; a post that arrives after its replies joins their thread.
-    - Email: by In-Reply-To and References.
-    - Other private channels: one conversation per channel account and contact, reopened when
-      the contact writes within `reopen_window` of its resolution, a new one after it.
-    """
-    answered = await _message_answered(session, channel_account.id, _answered_ids(message))
-    reply_to_id = answered.id if answered else None
-    if answered is not None:
-        conversation = await session.get(Conversation, answered.conversation_id)
-        assert conversation is not None
-        return Placement(conversation, reply_to_id, created=False)
-
-    if message.visibility == "public":
-        keys = [
-            k for k in (message.thread_key, message.reply_to_external_id, message.external_id) if k
-        ]
-        conversation = await session.scalar(
-            select(Conversation)
-            .where(
-                Conversation.channel_account_id == channel_account.id,
-                Conversation.thread_key.in_(keys),
-            )
-            .order_by(Conversation.id)
-            .limit(1)
-        )
-        if conversation is not None:
-            return Placement(conversation, reply_to_id, created=False)
-        thread_key: str | None = keys[0]
-    elif channel_account.kind not in THREADED_BY_HEADERS and contact_id is not None:
-        conversation = await _latest_private(session, channel_account.id, contact_id)
-        if conversation is not None and _continues(conversation, message, reopen_window):
-            return Placement(conversation, reply_to_id, created=False)
-        thread_key = None
-    else:
-        thread_key = message.thread_key
-
-    if contact_id is None:
-        raise ThreadNotFound("a brand message that names no customer and answers nothing known")
-    conversation = Conversation(
-        account_id=channel_account.account_id,
-        channel_account_id=channel_account.id,
-        channel=channel_account.kind,
-        visibility=message.visibility,
-        contact_id=contact_id,
-        thread_key=thread_key,
-        subject=message.subject,
-        status="open",
-        last_message_at=message.sent_at,
-        labels=[],
+def _thread_keys(message: InboundMessage) -> tuple[str, ...]:
+    return tuple(
+        k for k in (message.thread_key, message.reply_to_external_id, message.external_id) if k
     )
-    session.add(conversation)
-    await session.flush()
-    return Placement(conversation, reply_to_id, created=True)
-
-
-async def _latest_private(
-    session: AsyncSession, channel_account_id: int, contact_id: int
-) -> Conversation | None:
-    result: Conversation | None = await session.scalar(
-        select(Conversation)
-        .where(
-            Conversation.channel_account_id == channel_account_id,
-            Conversation.contact_id == contact_id,
-            Conversation.visibility == "private",
-        )
-        .order_by(Conversation.id.desc())
-        .limit(1)
-    )
-    return result
-
-
-def _continues(conversation: Conversation, message: InboundMessage, window: timedelta) -> bool:
-    if conversation.status != "resolved" or conversation.resolved_at is None:
-        return True
-    return message.sent_at - conversation.resolved_at <= window
-
-
-async def add_message(
-    session: AsyncSession,
-    placement: Placement,
-    message: InboundMessage,
-    contact_id: int | None,
-    received_at: datetime,
-    inbound_event_id: int | None,
-) -> int | None:
-    """Store a message once (per channel account and external id); None if it was already there."""
-    conversation = placement.conversation
-    inbound = message.direction == "in"
-    message_id: int | None = await session.scalar(
-        insert(Message)
-        .values(
-            account_id=conversation.account_id,
-            conversation_id=conversation.id,
-            channel_account_id=conversation.channel_account_id,
-            direction=message.direction,
-            visibility=message.visibility,
-            external_id=message.external_id,
-            reply_to_external_id=message.reply_to_external_id,
-            reply_to_id=placement.reply_to_id,
-            text=message.text,
-            html=message.html,
-            attachments=list(message.attachments),
-            author_contact_id=contact_id if inbound else None,
-            author_name=message.author_name,
-            sent_at=message.sent_at,
-            received_at=received_at,
-            delivery_status="received" if inbound else "sent",
-            inbound_event_id=inbound_event_id,
-        )
-        .on_conflict_do_nothing(
-            index_elements=["channel_account_id", "external_id"],
-            index_where=Message.external_id.is_not(None),
-        )
-        .returning(Message.id)
-    )
-    if message_id is None:
-        return None
-    _apply_to_conversation(conversation, message)
-    events.record(
-        session,
-        events.MessageReceived(
-            account_id=conversation.account_id,
-            conversation_id=conversation.id,
-            message_id=message_id,
-            direction=message.direction,
-            conversation_created=placement.created,
-        ),
-    )
-    return message_id
-
-
-def _apply_to_conversation(conversation: Conversation, message: InboundMessage) -> None:
-    sent_at = message.sent_at
-    if sent_at > conversation.last_message_at:
-        conversation.last_message_at = sent_at
-    if conversation.subject is None and message.subject:
-        conversation.subject = message.subject
-    if message.direction == "in":
-        if conversation.waiting_since is None or sent_at < conversation.waiting_since:
-            waiting_answered = (
-                conversation.first_response_at and sent_at <= conversation.first_response_at
-            )
-            if not waiting_answered:
-                conversation.waiting_since = sent_at
-        if conversation.status == "resolved":
-            conversation.status = "open"
-            conversation.resolved_at = None
-        return
-    if conversation.first_response_at is None or sent_at < conversation.first_response_at:
-        conversation.first_response_at = sent_at
-    if conversation.waiting_since is not None and sent_at >= conversation.waiting_since:
-        conversation.waiting_since = None
 
 
 async def resolve(session: AsyncSession, conversation: Conversation, at: datetime) -> None:

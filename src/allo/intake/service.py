@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
+from allo.channels.inbound import InboundMessage
 from allo.channels.models import ChannelAccount
 from allo.channels.registry import parser_for
 from allo.contacts import service as contacts
@@ -109,13 +110,21 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
+@dataclass
+class Outcome:
+    status: str
+    message_ids: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
 async def process_batch(db: Database, batch_size: int, reopen_window: timedelta) -> ProcessReport:
     """Process up to `batch_size` pending events in one transaction.
 
-    A crash anywhere rolls the whole batch back, so it is processed again, once. An event whose
-    processing raises is kept with its error (status failed) and the batch goes on.
+    The batch is placed together (a few statements for all its events). Should that fail on
+    the database, it is rolled back and its events are processed one by one, so that only
+    the event at fault is marked failed. A crash anywhere rolls the whole batch back: it is
+    processed again, once.
     """
-    report = ProcessReport()
     async with db.sessions() as session:
         async with session.begin():
             await session.execute(
@@ -131,8 +140,22 @@ async def process_batch(db: Database, batch_size: int, reopen_window: timedelta)
                 )
             ).all()
             channel_accounts = await _channel_accounts(session, pending)
-            for event in pending:
-                await _process_one(session, event, channel_accounts, reopen_window, report)
+            try:
+                async with session.begin_nested():
+                    outcomes = await _process_together(
+                        session, pending, channel_accounts, reopen_window
+                    )
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                logger.warning("batch failed as a whole (%s); one event at a time", error)
+                events.take_recorded(session)
+                outcomes = {}
+                for event in pending:
+                    outcomes[event.id] = await _process_alone(
+                        session, event, channel_accounts, reopen_window
+                    )
+            report = _apply(pending, outcomes)
             domain_events = events.take_recorded(session)
         await events.dispatch(domain_events)
     return report
@@ -148,70 +171,91 @@ async def _channel_accounts(
     return {c.id: c for c in rows}
 
 
-async def _process_one(
+async def _process_alone(
     session: AsyncSession,
     event: InboundEvent,
     channel_accounts: dict[int, ChannelAccount],
     reopen_window: timedelta,
-    report: ProcessReport,
-) -> None:
-    event.attempts += 1
+) -> Outcome:
     try:
         async with session.begin_nested():
-            message_ids = await _process(
-                session, event, channel_accounts[event.channel_account_id], reopen_window
-            )
-    except conversations.ThreadNotFound as reason:
-        _finish(event, "skipped", error=str(reason))
-        report.skipped += 1
-        return
+            outcomes = await _process_together(session, [event], channel_accounts, reopen_window)
     except Exception as error:
         if is_transient(error):
             raise
-        logger.warning("inbound event %s failed: %s", event.id, error)
-        _finish(event, "failed", error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH])
-        report.failed += 1
-        return
-    _finish(event, "processed", message_ids=message_ids)
-    report.processed += 1
-    report.messages += len(message_ids)
+        events.take_recorded(session)
+        return Outcome("failed", error=_describe(error))
+    return outcomes[event.id]
 
 
-def _finish(
-    event: InboundEvent, status: str, error: str | None = None, message_ids: list[int] | None = None
-) -> None:
-    event.status = status
-    event.error = error
-    event.processed_at = datetime.now(UTC)
-    event.message_ids = message_ids or []
-
-
-async def _process(
+async def _process_together(
     session: AsyncSession,
-    event: InboundEvent,
-    channel_account: ChannelAccount,
+    pending: Sequence[InboundEvent],
+    channel_accounts: dict[int, ChannelAccount],
     reopen_window: timedelta,
-) -> list[int]:
-    """parse → contact → thread → message; hooks run from the domain events after commit."""
-    parse = parser_for(event.parser)
-    stored: list[int] = []
-    for index, message in enumerate(parse(event.raw, event.external_id, event.received_at)):
-        contact_id = None
-        if message.contact is not None:
-            contact_id = await contacts.resolve_identity(
-                session, event.account_id, channel_account.kind, message.contact
-            )
-        placement = await conversations.place(
-            session, channel_account, contact_id, message, reopen_window
-        )
-        message_id = await conversations.add_message(
-            session, placement, message, contact_id, event.received_at, event.id
-        )
-        if message_id is not None:
-            stored.append(message_id)
-        elif index == 0:
-            logger.info("inbound event %s repeats a stored message", event.id)
-    return stored
+) -> dict[int, Outcome]:
+    """parse → contacts → threads → messages for a batch; hooks run after commit."""
+    outcomes: dict[int, Outcome] = {}
+    parsed: list[tuple[InboundEvent, list[InboundMessage]]] = []
+    for event in pending:
+        try:
+            parse = parser_for(event.parser)
+            parsed.append((event, parse(event.raw, event.external_id, event.received_at)))
+        except Exception as error:
+            logger.warning("inbound event %s failed: %s", event.id, error)
+            outcomes[event.id] = Outcome("failed", error=_describe(error))
+
+    placed = [(e, channel_accounts[e.channel_account_id], m) for e, ms in parsed for m in ms]
+    with_contact = [(e, ca, m) for e, ca, m in placed if m.contact is not None]
+    contact_ids = await contacts.resolve_identities(
+        session, [(e.account_id, ca.kind, m.contact) for e, ca, m in with_contact if m.contact]
+    )
+    contact_of = {id(m): c for (_, _, m), c in zip(with_contact, contact_ids, strict=True)}
+    threads = conversations.Threads(session, reopen_window)
+    await threads.load([(ca, contact_of.get(id(m)), m) for _, ca, m in placed])
+
+    for event, messages in parsed:
+        outcome = Outcome("processed")
+        for message in messages:
+            channel_account = channel_accounts[event.channel_account_id]
+            contact_id = contact_of.get(id(message))
+            try:
+                placement = threads.place(channel_account, contact_id, message)
+            except conversations.ThreadNotFound as reason:
+                outcome.error = str(reason)
+                continue
+            message_id = threads.add(placement, message, contact_id, event.received_at, event.id)
+            if message_id is not None:
+                outcome.message_ids.append(message_id)
+        if outcome.error and not outcome.message_ids:
+            outcome.status = "skipped"
+        outcomes[event.id] = outcome
+    await threads.flush()
+    return outcomes
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
+
+
+def _apply(pending: Sequence[InboundEvent], outcomes: dict[int, Outcome]) -> ProcessReport:
+    report = ProcessReport()
+    now = datetime.now(UTC)
+    for event in pending:
+        outcome = outcomes[event.id]
+        event.attempts += 1
+        event.status = outcome.status
+        event.error = outcome.error
+        event.processed_at = now
+        event.message_ids = outcome.message_ids
+        if outcome.status == "processed":
+            report.processed += 1
+            report.messages += len(outcome.message_ids)
+        elif outcome.status == "failed":
+            report.failed += 1
+        else:
+            report.skipped += 1
+    return report
 
 
 async def process_all(
