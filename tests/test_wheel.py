@@ -109,11 +109,6 @@ def test_the_wheel_declares_the_allo_command(wheel: Path) -> None:
     assert "allo = allo.cli:main" in entry_points
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pyproject.toml declares readme = 'README.md' but the repository has no README.md: "
-    "setuptools warns and the wheel's metadata has no description",
-)
 def test_the_wheel_metadata_carries_the_readme(built: tuple[Path, str]) -> None:
     wheel, log = built
     assert "README.md' cannot be found" not in log
