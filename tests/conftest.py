@@ -11,6 +11,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -46,8 +47,10 @@ TABLES = (
 )
 
 
-def _server_database(server_url: str) -> Iterator[str]:
-    name = f"allo_test_{secrets.token_hex(4)}"
+@contextmanager
+def new_database(server_url: str, prefix: str = "allo_test") -> Iterator[str]:
+    """A new empty database on the server of `server_url`, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = libpq_url(server_url)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -64,7 +67,7 @@ def _server_database(server_url: str) -> Iterator[str]:
 def database_url() -> Iterator[str]:
     server = os.environ.get("ALLO_TEST_DATABASE_URL")
     if server:
-        for url in _server_database(server):
+        with new_database(server) as url:
             migrate.upgrade(url)
             yield url
         return
@@ -108,6 +111,13 @@ def empty_tables(request: pytest.FixtureRequest) -> None:
     url = request.getfixturevalue("database_url")
     with psycopg.connect(libpq_url(url), autocommit=True) as connection:
         connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def empty_database_url(database_url: str) -> Iterator[str]:
+    """A new database on the test server, never migrated."""
+    with new_database(database_url, "allo_empty") as url:
+        yield url
 
 
 @dataclass

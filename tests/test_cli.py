@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from allo.accounts import service as accounts
 from allo.accounts.models import User
@@ -76,22 +73,6 @@ def run_allo(database_url: str, tmp_path: Path) -> RunAllo:
 def rows(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq_url(url)) as connection:
         return connection.execute(statement, params or None).fetchall()
-
-
-@pytest.fixture
-def empty_database_url(database_url: str) -> Iterator[str]:
-    """A new database on the test server, never migrated."""
-    admin = libpq_url(database_url)
-    name = f"allo_empty_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def create_account(run_allo: RunAllo, name: str = "Velia") -> int:

@@ -2,42 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from psycopg import sql
 from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
 
 from allo.db import migrate
 from allo.db.engine import libpq_url, sqlalchemy_url
 from allo.db.schema import metadata
 
 TENANT_TABLES = sorted(name for name in metadata.tables if name != "accounts")
-
-
-@pytest.fixture
-def fresh_url(database_url: str) -> Iterator[str]:
-    """A new empty database on the same server as the session's test database."""
-    admin = libpq_url(database_url)
-    name = f"allo_fresh_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def query(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -74,30 +53,32 @@ def schema_fingerprint(url: str) -> list[tuple[Any, ...]]:
     return [*columns, *indexes, *constraints]
 
 
-def test_a_fresh_database_has_no_revision_until_upgraded(fresh_url: str) -> None:
-    assert migrate.current_revision(fresh_url) is None
-    assert tables(fresh_url) == set()
-    migrate.upgrade(fresh_url)
+def test_a_fresh_database_has_no_revision_until_upgraded(empty_database_url: str) -> None:
+    assert migrate.current_revision(empty_database_url) is None
+    assert tables(empty_database_url) == set()
+    migrate.upgrade(empty_database_url)
     head = migrate.head_revision()
     assert head is not None
-    assert migrate.current_revision(fresh_url) == head
+    assert migrate.current_revision(empty_database_url) == head
 
 
-def test_upgrade_creates_every_table_of_the_models_and_the_job_queue(fresh_url: str) -> None:
-    migrate.upgrade(fresh_url)
-    created = tables(fresh_url)
+def test_upgrade_creates_every_table_of_the_models_and_the_job_queue(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url)
+    created = tables(empty_database_url)
     expected = set(metadata.tables) | {"procrastinate_jobs", "alembic_version"}
     assert expected <= created, f"missing: {sorted(expected - created)}"
 
 
-def test_the_migrated_schema_matches_the_models(fresh_url: str) -> None:
-    migrate.upgrade(fresh_url)
+def test_the_migrated_schema_matches_the_models(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
 
     def ours(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
         table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", "")
         return not (table or "").startswith(("procrastinate_", "alembic_"))
 
-    engine = create_engine(sqlalchemy_url(fresh_url))
+    engine = create_engine(sqlalchemy_url(empty_database_url))
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(
@@ -114,24 +95,24 @@ def test_the_migrated_schema_matches_the_models(fresh_url: str) -> None:
     assert differences == []
 
 
-def test_a_second_upgrade_changes_nothing(fresh_url: str) -> None:
-    migrate.upgrade(fresh_url)
-    before = schema_fingerprint(fresh_url)
-    revision = migrate.current_revision(fresh_url)
-    migrate.upgrade(fresh_url)
-    assert migrate.current_revision(fresh_url) == revision
-    assert schema_fingerprint(fresh_url) == before
-    assert query(fresh_url, "SELECT count(*) FROM alembic_version") == [(1,)]
+def test_a_second_upgrade_changes_nothing(empty_database_url: str) -> None:
+    migrate.upgrade(empty_database_url)
+    before = schema_fingerprint(empty_database_url)
+    revision = migrate.current_revision(empty_database_url)
+    migrate.upgrade(empty_database_url)
+    assert migrate.current_revision(empty_database_url) == revision
+    assert schema_fingerprint(empty_database_url) == before
+    assert query(empty_database_url, "SELECT count(*) FROM alembic_version") == [(1,)]
 
 
 def test_every_tenant_table_has_a_required_account_id_referencing_accounts(
-    fresh_url: str,
+    empty_database_url: str,
 ) -> None:
     assert TENANT_TABLES, "the models declare tenant tables"
-    migrate.upgrade(fresh_url)
+    migrate.upgrade(empty_database_url)
     columns = dict(
         query(
-            fresh_url,
+            empty_database_url,
             "SELECT table_name, is_nullable FROM information_schema.columns "
             "WHERE table_schema = 'public' AND column_name = 'account_id'",
         )
@@ -139,7 +120,7 @@ def test_every_tenant_table_has_a_required_account_id_referencing_accounts(
     referencing = {
         table
         for (table,) in query(
-            fresh_url,
+            empty_database_url,
             "SELECT conrelid::regclass::text FROM pg_constraint "
             "WHERE contype = 'f' AND confrelid = 'accounts'::regclass "
             "AND pg_get_constraintdef(oid) LIKE 'FOREIGN KEY (account_id)%'",
@@ -162,11 +143,11 @@ print("done", flush=True)
 
 
 def test_two_processes_upgrading_one_fresh_database_at_once_both_succeed(
-    fresh_url: str, tmp_path: Path
+    empty_database_url: str, tmp_path: Path
 ) -> None:
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", UPGRADE_WHEN_TOLD, fresh_url],
+            [sys.executable, "-c", UPGRADE_WHEN_TOLD, empty_database_url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -193,6 +174,6 @@ def test_two_processes_upgrading_one_fresh_database_at_once_both_succeed(
                 process.wait(timeout=10)
     assert codes == [0, 0], outputs
     assert all("done" in output for output in outputs)
-    assert migrate.current_revision(fresh_url) == migrate.head_revision()
-    assert query(fresh_url, "SELECT count(*) FROM alembic_version") == [(1,)]
-    assert set(metadata.tables) <= tables(fresh_url)
+    assert migrate.current_revision(empty_database_url) == migrate.head_revision()
+    assert query(empty_database_url, "SELECT count(*) FROM alembic_version") == [(1,)]
+    assert set(metadata.tables) <= tables(empty_database_url)
