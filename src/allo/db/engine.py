@@ -33,6 +33,8 @@ def libpq_url(url: str) -> str:
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    autocommit: AsyncEngine
+    """Single statements that commit by themselves: one round trip, no BEGIN/COMMIT."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -42,20 +44,31 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.autocommit.dispose()
 
 
 def connect(url: str, pool_size: int = 10) -> Database:
     # Every table must be known before the first query, whichever domain a process imports.
     import allo.db.schema  # noqa: F401
 
+    # No overflow: a burst waits for a pooled connection, which is far cheaper than opening
+    # one (a backend start) per request. No pre-ping: a connection lost to a database restart
+    # fails one request with 503 and is replaced, instead of costing a round trip every time.
     engine = create_async_engine(
+        sqlalchemy_url(url), pool_size=pool_size, max_overflow=0, pool_recycle=1800
+    )
+    autocommit = create_async_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
+        max_overflow=0,
         pool_recycle=1800,
+        isolation_level="AUTOCOMMIT",
     )
-    return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
+    return Database(
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        autocommit=autocommit,
+    )
 
 
 @asynccontextmanager

@@ -103,9 +103,10 @@ async def push_message(inbox_id: int, request: Request, owner: Owner, state: Sta
         pushed.external_id or request.headers.get("idempotency-key") or f"allo:{uuid.uuid4()}"
     )
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    async with state.db.transaction() as session:
+    # One INSERT in autocommit: committed when it returns, before the 202 below.
+    async with state.db.autocommit.connect() as connection:
         recorded = await intake.record(
-            session,
+            connection,
             intake.NewEvent(
                 account_id=owner.account_id,
                 channel_account_id=inbox_id,

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from allo import events
 from allo.channels.inbound import InboundMessage
@@ -67,7 +67,7 @@ class Recorded:
     duplicate: bool
 
 
-async def record(session: AsyncSession, event: NewEvent) -> Recorded:
+async def record(session: AsyncSession | AsyncConnection, event: NewEvent) -> Recorded:
     """Store an event's exact bytes once per (channel account, external id)."""
     params = _row(event) | {"headers": json.dumps(event.headers)}
     row = (await session.execute(_RECORD, params)).first()
