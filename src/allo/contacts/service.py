@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import delete, or_, select, tuple_
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,9 +48,22 @@ async def _known_identities(
 ) -> dict[IdentityKey, Identity]:
     if not keys:
         return {}
+    by_platform: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for account_id, platform, platform_id in keys:
+        by_platform[(account_id, platform)].append(platform_id)
+    # Grouped rather than a row-value IN list, which PostgreSQL 15 plans poorly.
     rows = await session.scalars(
         select(Identity).where(
-            tuple_(Identity.account_id, Identity.platform, Identity.platform_id).in_(keys)
+            or_(
+                *(
+                    and_(
+                        Identity.account_id == account_id,
+                        Identity.platform == platform,
+                        Identity.platform_id.in_(platform_ids),
+                    )
+                    for (account_id, platform), platform_ids in by_platform.items()
+                )
+            )
         )
     )
     return {(i.account_id, i.platform, i.platform_id): i for i in rows}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select, text, tuple_, update
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, text, update
 from sqlalchemy.dialects.postgresql import distinct_on, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from allo import events
 from allo.channels.inbound import InboundMessage
@@ -179,7 +181,7 @@ class Threads:
         rows = await self.session.execute(
             select(
                 Message.channel_account_id, Message.external_id, Message.id, Message.conversation_id
-            ).where(tuple_(Message.channel_account_id, Message.external_id).in_(list(keys)))
+            ).where(_pairs_match(Message.channel_account_id, Message.external_id, keys))
         )
         for ca, external_id, message_id, conversation_id in rows.all():
             if external_id is not None:
@@ -200,7 +202,7 @@ class Threads:
             return
         rows = await self.session.scalars(
             select(Conversation)
-            .where(tuple_(Conversation.channel_account_id, Conversation.thread_key).in_(list(keys)))
+            .where(_pairs_match(Conversation.channel_account_id, Conversation.thread_key, keys))
             .order_by(Conversation.id)
         )
         for row in rows:
@@ -213,7 +215,7 @@ class Threads:
             select(Conversation)
             .where(
                 Conversation.visibility == "private",
-                tuple_(Conversation.channel_account_id, Conversation.contact_id).in_(list(pairs)),
+                _pairs_match(Conversation.channel_account_id, Conversation.contact_id, pairs),
             )
             .order_by(
                 Conversation.channel_account_id, Conversation.contact_id, Conversation.id.desc()
@@ -382,6 +384,22 @@ async def _allocate(session: AsyncSession, table: str, count: int) -> list[int]:
         {"table": table, "count": count},
     )
     return list(rows.all())
+
+
+def _pairs_match(
+    outer: InstrumentedAttribute[int],
+    inner: InstrumentedAttribute[Any],
+    pairs: set[tuple[int, Any]],
+) -> ColumnElement[bool]:
+    """(outer, inner) among `pairs`, as `outer = x AND inner = ANY(...)` per outer value.
+
+    A row-value IN list is planned by PostgreSQL 15 as an index scan on the first column with
+    the second as a filter, which grows with the table; this form uses the whole index.
+    """
+    grouped: dict[int, list[Any]] = defaultdict(list)
+    for first, second in pairs:
+        grouped[first].append(second)
+    return or_(*(and_(outer == first, inner.in_(values)) for first, values in grouped.items()))
 
 
 def _answered_ids(message: InboundMessage) -> list[str]:

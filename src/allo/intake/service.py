@@ -127,9 +127,13 @@ async def process_batch(db: Database, batch_size: int, reopen_window: timedelta)
     """
     async with db.sessions() as session:
         async with session.begin():
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": PROCESSING_LOCK}
+            # Another processor is at work: it drains the queue, so this one leaves rather
+            # than wait holding a connection (new events defer a job again).
+            locked = await session.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": PROCESSING_LOCK}
             )
+            if not locked:
+                return ProcessReport()
             pending = (
                 await session.scalars(
                     select(InboundEvent)

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from allo.accounts import service as accounts
 from allo.accounts.service import TokenOwner
 from allo.web.errors import ApiError
-from allo.web.state import AppState, app_state
+from allo.web.state import AppState
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -46,7 +46,7 @@ async def token_owner(
 ) -> TokenOwner:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthenticated", "an API token is required: Authorization: Bearer …")
-    state: AppState = app_state(request)
+    state: AppState = request.app.state.allo
     token = credentials.credentials
     owner = state.tokens.get(token)
     if owner is None:

@@ -25,7 +25,7 @@ class AppState:
     inboxes: TtlCache[tuple[int, int], str]
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.allo
     return state
 
