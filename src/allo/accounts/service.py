@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
@@ -89,14 +88,6 @@ async def authenticate_token(session: AsyncSession, token: str) -> TokenOwner | 
     if row is None:
         return None
     return TokenOwner(token_id=row.id, account_id=row.account_id, user_id=row.user_id)
-
-
-async def revoke_api_token(session: AsyncSession, account_id: int, token_id: int) -> bool:
-    row = await session.get(ApiToken, token_id)
-    if row is None or row.account_id != account_id:
-        return False
-    row.revoked_at = datetime.now(UTC)
-    return True
 
 
 def set_password(user: User, password: str) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.channels.inbound import Author
 from allo.contacts.models import Contact, Identity
+from allo.db.search import contains_pattern
 
 IdentityKey = tuple[int, str, str]
 
@@ -138,7 +139,7 @@ async def list_contacts(
     """In creation order; `text` matches a name, email, phone or any identity's handle."""
     query = select(Contact).where(Contact.account_id == account_id)
     if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = contains_pattern(text)
         handles = select(Identity.contact_id).where(
             Identity.account_id == account_id,
             or_(Identity.handle.ilike(pattern), Identity.display_name.ilike(pattern)),

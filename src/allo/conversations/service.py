@@ -19,6 +19,7 @@ from allo import events
 from allo.channels.inbound import InboundMessage
 from allo.channels.models import ChannelAccount
 from allo.conversations.models import Conversation, Message
+from allo.db.search import contains_pattern
 
 THREADED_BY_HEADERS = frozenset({"email"})
 STATE_COLUMNS = (
@@ -452,10 +453,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise BadCursor("cursor: not a cursor this API returned") from error
 
 
-def escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _filtered(account_id: int, filters: ConversationFilters) -> Select[Conversation]:
     query = select(Conversation).where(Conversation.account_id == account_id)
     if filters.status:
@@ -475,7 +472,7 @@ def _filtered(account_id: int, filters: ConversationFilters) -> Select[Conversat
     if filters.until:
         query = query.where(Conversation.last_message_at < filters.until)
     if filters.text:
-        pattern = f"%{escape_like(filters.text)}%"
+        pattern = contains_pattern(filters.text)
         query = query.where(
             or_(
                 Conversation.subject.ilike(pattern),
