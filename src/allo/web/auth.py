@@ -46,8 +46,18 @@ async def token_owner(
 ) -> TokenOwner:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise ApiError(401, "unauthenticated", "an API token is required: Authorization: Bearer …")
-    state: AppState = request.app.state.allo
-    token = credentials.credentials
+    return await owner_of(request.app.state.allo, credentials.credentials)
+
+
+async def request_owner(request: Request) -> TokenOwner:
+    """The same check as `token_owner`, without FastAPI's dependency machinery (hot paths)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated", "an API token is required: Authorization: Bearer …")
+    return await owner_of(request.app.state.allo, token.strip())
+
+
+async def owner_of(state: AppState, token: str) -> TokenOwner:
     owner = state.tokens.get(token)
     if owner is None:
         async with state.db.sessions() as session:
