@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -152,6 +151,4 @@ def auth(token: str) -> dict[str, str]:
 
 
 async def process(db: Database, settings: Settings) -> intake.ProcessReport:
-    return await intake.process_all(
-        db, settings.intake_batch_size, timedelta(hours=settings.reopen_window_hours)
-    )
+    return await intake.process_all(db, settings.intake_batch_size, settings.reopen_window)

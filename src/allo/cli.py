@@ -9,13 +9,16 @@ import os
 import signal
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from allo.db.engine import one_off_session
 from allo.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from allo.intake.service import ProcessReport
 
 T = TypeVar("T")
 
@@ -152,7 +155,7 @@ def account_create(name: str) -> None:
     from allo.accounts import service as accounts
 
     async def create(url: str) -> int:
-        async with session_scope(url) as session:
+        async with one_off_session(url) as session:
             return (await accounts.create_account(session, name)).id
 
     with database(get_settings()) as url:
@@ -175,7 +178,7 @@ def user_create(
     chosen = password or accounts.generate_password()
 
     async def create(url: str) -> int:
-        async with session_scope(url) as session:
+        async with one_off_session(url) as session:
             return (await accounts.create_user(session, account, email, name, role, chosen)).id
 
     with database(get_settings()) as url:
@@ -192,7 +195,7 @@ def token_create(account: AccountOption, name: Annotated[str, typer.Option()] = 
     from allo.accounts import service as accounts
 
     async def create(url: str) -> str:
-        async with session_scope(url) as session:
+        async with one_off_session(url) as session:
             return await accounts.create_api_token(session, account, name)
 
     with database(get_settings()) as url:
@@ -212,7 +215,7 @@ def inbox_create(
     from allo.channels import service as channels
 
     async def create(url: str) -> int:
-        async with session_scope(url) as session:
+        async with one_off_session(url) as session:
             inbox = await channels.create_channel_account(
                 session, account, kind, name, external_id or name
             )
@@ -234,7 +237,7 @@ def intake_list(
     from allo.intake import service as intake
 
     async def listing(url: str) -> None:
-        async with session_scope(url) as session:
+        async with one_off_session(url) as session:
             counts = await intake.count_by_status(session)
             rows = await intake.list_events(session, None, status, limit)
         typer.echo("events: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
@@ -260,7 +263,7 @@ def intake_retry(
     settings = get_settings()
 
     async def retrying(url: str) -> None:
-        async with session_scope(url) as session:
+        async with one_off_session(url) as session:
             requeued = await intake.retry(session, None, event_ids)
         report = await process_now(settings, url)
         typer.echo(
@@ -315,23 +318,15 @@ def demo(
             replay.stop()
 
 
-async def process_now(settings: Settings, url: str) -> Any:
+async def process_now(settings: Settings, url: str) -> ProcessReport:
     from allo.db.engine import connect
     from allo.intake import service as intake
 
     db = connect(url, 2)
     try:
-        return await intake.process_all(
-            db, settings.intake_batch_size, timedelta(hours=settings.reopen_window_hours)
-        )
+        return await intake.process_all(db, settings.intake_batch_size, settings.reopen_window)
     finally:
         await db.dispose()
-
-
-def session_scope(url: str) -> Any:
-    from allo.db.engine import one_off_session
-
-    return one_off_session(url)
 
 
 def main() -> None:

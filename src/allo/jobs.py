@@ -14,7 +14,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import timedelta
 
 import procrastinate
 from procrastinate import JobContext, PsycopgConnector
@@ -40,10 +39,6 @@ class Runtime:
     settings: Settings
     db: Database
 
-    @property
-    def reopen_window(self) -> timedelta:
-        return timedelta(hours=self.settings.reopen_window_hours)
-
 
 def _runtime(context: JobContext) -> Runtime:
     runtime = context.additional_context["runtime"]
@@ -59,7 +54,7 @@ def _runtime(context: JobContext) -> Runtime:
 async def process_intake(context: JobContext) -> None:
     runtime = _runtime(context)
     report = await intake.process_all(
-        runtime.db, runtime.settings.intake_batch_size, runtime.reopen_window
+        runtime.db, runtime.settings.intake_batch_size, runtime.settings.reopen_window
     )
     if report.events:
         logger.info(

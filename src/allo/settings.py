@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +41,10 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How long a verified API token is trusted in memory."
     )
     log_level: str = "INFO"
+
+    @property
+    def reopen_window(self) -> timedelta:
+        return timedelta(hours=self.reopen_window_hours)
 
 
 @lru_cache

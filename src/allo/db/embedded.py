@@ -61,10 +61,6 @@ class EmbeddedPostgres:
             user=self._server.system_user,
         )
 
-    @property
-    def pgdata(self) -> Path:
-        return Path(self._server.pgdata)
-
 
 def exit_cleanly_on_signals() -> None:
     """Turn SIGTERM/SIGINT into SystemExit so atexit handlers stop the embedded server."""

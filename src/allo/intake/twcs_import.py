@@ -12,7 +12,7 @@ import csv
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -137,7 +137,7 @@ async def import_csv(
                 ],
             )
         result.report = await intake.process_all(
-            db, settings.intake_batch_size, timedelta(hours=settings.reopen_window_hours)
+            db, settings.intake_batch_size, settings.reopen_window
         )
     finally:
         await db.dispose()
