@@ -7,6 +7,8 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +40,8 @@ for sub, name in (
     (intake_app, "intake"),
 ):
     app.add_typer(sub, name=name)
+
+WORKER_STOP_SECONDS = 30
 
 AccountOption = Annotated[int, typer.Option("--account", help="Account id.")]
 
@@ -87,38 +91,69 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="HTTP worker processes.")] = None,
 ) -> None:
-    """Serve the API and pages (and, unless ALLO_SERVE_RUNS_WORKER=false, process jobs)."""
+    """Serve the API and pages, with a job worker (unless ALLO_SERVE_RUNS_WORKER=false)."""
     settings = get_settings()
     configure_logging(settings)
     with database(settings):
-        serve_http(host or settings.host, port or settings.port, workers or settings.http_workers)
+        serve_http(
+            settings, host or settings.host, port or settings.port, workers or settings.http_workers
+        )
 
 
-def serve_http(host: str, port: int, workers: int) -> None:
+def serve_http(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Granian's HTTP workers, and beside them (unless turned off) one job worker process."""
     from granian import Granian
     from granian.constants import Interfaces
 
-    Granian(
-        "allo.web.app:create_app",
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        log_access=False,
-    ).serve()
+    with job_worker_process(enabled=settings.serve_runs_worker):
+        Granian(
+            "allo.web.app:create_app",
+            factory=True,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=workers,
+            log_access=False,
+        ).serve()
+
+
+@contextmanager
+def job_worker_process(enabled: bool) -> Iterator[None]:
+    """`allo worker` as a child process for the duration of the block.
+
+    Its own process, not a task in the HTTP workers: a batch being processed would otherwise
+    hold up that worker's requests for its whole duration.
+    """
+    if not enabled:
+        yield
+        return
+    command = [sys.executable, "-m", "allo", "worker", "--parent", str(os.getpid())]
+    child = subprocess.Popen(command)  # noqa: S603 (this interpreter, fixed arguments)
+    try:
+        yield
+    finally:
+        child.terminate()
+        try:
+            child.wait(WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    parent: Annotated[
+        int | None, typer.Option(hidden=True, help="Stop when this process is gone.")
+    ] = None,
+) -> None:
     """Process background jobs (intake, and later triage, routing and sending)."""
     settings = get_settings()
     configure_logging(settings)
     with database(settings) as url:
-        run(_worker(settings, url))
+        run(_worker(settings, url, parent))
 
 
-async def _worker(settings: Settings, url: str) -> None:
+async def _worker(settings: Settings, url: str, parent: int | None = None) -> None:
     from allo import jobs
     from allo.db.engine import connect
 
@@ -129,10 +164,23 @@ async def _worker(settings: Settings, url: str) -> None:
             loop = asyncio.get_running_loop()
             for stop_signal in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(stop_signal, working.cancel)
+            watching = asyncio.create_task(_cancel_when_orphaned(parent, working))
             with contextlib.suppress(asyncio.CancelledError):
                 await working
+            watching.cancel()
     finally:
         await db.dispose()
+
+
+async def _cancel_when_orphaned(parent: int | None, working: asyncio.Task[None]) -> None:
+    """A parent killed outright cannot stop its child: the child notices instead."""
+    if parent is None:
+        return
+    while True:
+        await asyncio.sleep(1)
+        if os.getppid() != parent:
+            working.cancel()
+            return
 
 
 @db_app.command("upgrade")
@@ -313,7 +361,7 @@ def demo(
         typer.echo(setup.welcome(f"http://{bind_host}:{bind_port}"))
         replay = demo_service.start_replay(setup, bind_host, bind_port, speed)
         try:
-            serve_http(bind_host, bind_port, settings.http_workers)
+            serve_http(settings, bind_host, bind_port, settings.http_workers)
         finally:
             replay.stop()
 

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     port: int = 8000
     http_workers: int = Field(default=1, ge=1, description="HTTP worker processes of allo serve.")
     serve_runs_worker: bool = Field(
-        default=True, description="Run the background job worker inside allo serve."
+        default=True,
+        description="Run a background job worker process beside the HTTP workers of allo serve.",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Webhook body limit.")
     reopen_window_hours: float = Field(

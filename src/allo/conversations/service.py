@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, or_, select, text, update
-from sqlalchemy.dialects.postgresql import distinct_on, insert
+from sqlalchemy import Select, and_, exists, or_, select, text
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
 
 from allo import events
 from allo.channels.inbound import InboundMessage
 from allo.channels.models import ChannelAccount
 from allo.conversations.models import Conversation, Message
+from allo.db import bulk
+from allo.db.keys import pairs_match
 from allo.db.search import contains_pattern
 
 THREADED_BY_HEADERS = frozenset({"email"})
@@ -182,7 +182,7 @@ class Threads:
         rows = await self.session.execute(
             select(
                 Message.channel_account_id, Message.external_id, Message.id, Message.conversation_id
-            ).where(_pairs_match(Message.channel_account_id, Message.external_id, keys))
+            ).where(pairs_match(Message.channel_account_id, Message.external_id, keys))
         )
         for ca, external_id, message_id, conversation_id in rows.all():
             if external_id is not None:
@@ -203,7 +203,7 @@ class Threads:
             return
         rows = await self.session.scalars(
             select(Conversation)
-            .where(_pairs_match(Conversation.channel_account_id, Conversation.thread_key, keys))
+            .where(pairs_match(Conversation.channel_account_id, Conversation.thread_key, keys))
             .order_by(Conversation.id)
         )
         for row in rows:
@@ -216,7 +216,7 @@ class Threads:
             select(Conversation)
             .where(
                 Conversation.visibility == "private",
-                _pairs_match(Conversation.channel_account_id, Conversation.contact_id, pairs),
+                pairs_match(Conversation.channel_account_id, Conversation.contact_id, pairs),
             )
             .order_by(
                 Conversation.channel_account_id, Conversation.contact_id, Conversation.id.desc()
@@ -357,18 +357,16 @@ class Threads:
         return message_id
 
     async def flush(self) -> None:
-        new = [t.row() for t in self.threads.values() if t.new]
-        if new:
-            await self.session.execute(insert(Conversation), new)
-        if self.new_messages:
-            await self.session.execute(insert(Message), self.new_messages)
+        await bulk.insert_rows(
+            self.session, Conversation, [t.row() for t in self.threads.values() if t.new]
+        )
+        await bulk.insert_rows(self.session, Message, self.new_messages)
         changed = [
             {"id": t.id, **{name: getattr(t, name) for name in STATE_COLUMNS}}
             for t in self.threads.values()
             if t.changed and not t.new
         ]
-        if changed:
-            await self.session.execute(update(Conversation), changed)
+        await bulk.update_rows(self.session, Conversation, changed)
         for thread in self.threads.values():
             thread.new = thread.changed = False
         self.new_messages = []
@@ -385,22 +383,6 @@ async def _allocate(session: AsyncSession, table: str, count: int) -> list[int]:
         {"table": table, "count": count},
     )
     return list(rows.all())
-
-
-def _pairs_match(
-    outer: InstrumentedAttribute[int],
-    inner: InstrumentedAttribute[Any],
-    pairs: set[tuple[int, Any]],
-) -> ColumnElement[bool]:
-    """(outer, inner) among `pairs`, as `outer = x AND inner = ANY(...)` per outer value.
-
-    A row-value IN list is planned by PostgreSQL 15 as an index scan on the first column with
-    the second as a filter, which grows with the table; this form uses the whole index.
-    """
-    grouped: dict[int, list[Any]] = defaultdict(list)
-    for first, second in pairs:
-        grouped[first].append(second)
-    return or_(*(and_(outer == first, inner.in_(values)) for first, values in grouped.items()))
 
 
 def _answered_ids(message: InboundMessage) -> list[str]:

@@ -47,6 +47,12 @@ class Database:
         await self.autocommit.dispose()
 
 
+# Statements are prepared (psycopg does after five runs) but always planned for their values: a
+# generic plan, fixed while a table was small or its statistics stale, turned key lookups into
+# scans of the whole table (`= ANY` over 500 keys checked row by row). See docs/decisions.md.
+CUSTOM_PLANS = {"options": "-c plan_cache_mode=force_custom_plan"}
+
+
 def connect(url: str, pool_size: int = 10) -> Database:
     # Every table must be known before the first query, whichever domain a process imports.
     import allo.db.schema  # noqa: F401
@@ -55,7 +61,11 @@ def connect(url: str, pool_size: int = 10) -> Database:
     # one (a backend start) per request. No pre-ping: a connection lost to a database restart
     # fails one request with 503 and is replaced, instead of costing a round trip every time.
     engine = create_async_engine(
-        sqlalchemy_url(url), pool_size=pool_size, max_overflow=0, pool_recycle=1800
+        sqlalchemy_url(url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_recycle=1800,
+        connect_args=CUSTOM_PLANS,
     )
     autocommit = create_async_engine(
         sqlalchemy_url(url),
@@ -63,6 +73,7 @@ def connect(url: str, pool_size: int = 10) -> Database:
         max_overflow=0,
         pool_recycle=1800,
         isolation_level="AUTOCOMMIT",
+        connect_args=CUSTOM_PLANS,
     )
     return Database(
         engine=engine,

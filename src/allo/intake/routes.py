@@ -109,20 +109,18 @@ async def push_message(inbox_id: int, request: Request) -> Response:
         pushed.external_id or request.headers.get("idempotency-key") or f"allo:{uuid.uuid4()}"
     )
     headers = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    # One INSERT in autocommit: committed when it returns, before the 202 below.
-    async with state.db.autocommit.connect() as connection:
-        recorded = await intake.record(
-            connection,
-            intake.NewEvent(
-                account_id=owner.account_id,
-                channel_account_id=inbox_id,
-                parser=api_channel.PARSER,
-                external_id=external_id,
-                raw=raw,
-                content_type=request.headers.get("content-type"),
-                headers=headers,
-            ),
+    # Committed (grouped with concurrent requests' events) before the 202 below.
+    recorded = await state.recorder.record(
+        intake.NewEvent(
+            account_id=owner.account_id,
+            channel_account_id=inbox_id,
+            parser=api_channel.PARSER,
+            external_id=external_id,
+            raw=raw,
+            content_type=request.headers.get("content-type"),
+            headers=headers,
         )
+    )
     if not recorded.duplicate:
         state.kicker.poke()
     return Response(

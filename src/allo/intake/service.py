@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from allo import events
 from allo.channels.inbound import InboundMessage
@@ -20,6 +19,7 @@ from allo.channels.models import ChannelAccount
 from allo.channels.registry import parser_for
 from allo.contacts import service as contacts
 from allo.conversations import service as conversations
+from allo.db import bulk
 from allo.db.engine import Database
 from allo.intake.models import InboundEvent
 
@@ -31,21 +31,22 @@ PROCESSING_LOCK = 4242002
 MAX_ERROR_LENGTH = 4000
 RECORD_CHUNK = 1000
 
-_RECORD = text(
+# Many events in one statement: arrays in, the new rows out. Keys already stored (duplicates)
+# are looked up afterwards, only when there are some.
+_RECORD_MANY = text(
     """
-    WITH inserted AS (
-        INSERT INTO inbound_events
-            (account_id, channel_account_id, parser, external_id, raw, content_type, headers)
-        VALUES (:account_id, :channel_account_id, :parser, :external_id, :raw, :content_type,
-                CAST(:headers AS jsonb))
-        ON CONFLICT (channel_account_id, external_id) DO NOTHING
-        RETURNING id
-    )
-    SELECT id, true AS created FROM inserted
-    UNION ALL
-    SELECT id, false FROM inbound_events
-    WHERE channel_account_id = :channel_account_id AND external_id = :external_id
-    LIMIT 1
+    INSERT INTO inbound_events
+        (account_id, channel_account_id, parser, external_id, raw, content_type, headers)
+    SELECT account_id, channel_account_id, parser, external_id, raw, content_type, headers
+    FROM unnest(
+        CAST(:account_ids AS bigint[]), CAST(:channel_account_ids AS bigint[]),
+        CAST(:parsers AS text[]), CAST(:external_ids AS text[]), CAST(:raws AS bytea[]),
+        CAST(:content_types AS text[]), CAST(:headers AS jsonb[])
+    ) WITH ORDINALITY AS incoming(account_id, channel_account_id, parser, external_id, raw,
+                                  content_type, headers, position)
+    ORDER BY position
+    ON CONFLICT (channel_account_id, external_id) DO NOTHING
+    RETURNING id, channel_account_id, external_id
     """
 )
 
@@ -60,6 +61,10 @@ class NewEvent:
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.channel_account_id, self.external_id)
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -69,20 +74,111 @@ class Recorded:
 
 async def record(session: AsyncSession | AsyncConnection, event: NewEvent) -> Recorded:
     """Store an event's exact bytes once per (channel account, external id)."""
-    params = _row(event) | {"headers": json.dumps(event.headers)}
-    row = (await session.execute(_RECORD, params)).first()
-    if row is None:
-        # A concurrent insert of the same key committed after this statement's snapshot.
-        row = (
-            await session.execute(
-                select(InboundEvent.id, literal(False)).where(
-                    InboundEvent.channel_account_id == event.channel_account_id,
-                    InboundEvent.external_id == event.external_id,
+    return (await record_many(session, [event]))[0]
+
+
+async def record_many(
+    session: AsyncSession | AsyncConnection, new_events: Sequence[NewEvent]
+) -> list[Recorded]:
+    """Store many events, each once per key, in chunks of one statement; one result per event.
+
+    The first event with a key that was not stored yet is new; any other event with that key,
+    in this call or before it, is a duplicate of the stored one.
+    """
+    stored: dict[tuple[int, str], Recorded] = {}
+    for start in range(0, len(new_events), RECORD_CHUNK):
+        chunk = list({e.key: e for e in new_events[start : start + RECORD_CHUNK]}.values())
+        chunk = [e for e in chunk if e.key not in stored]
+        if chunk:
+            stored |= await _record_chunk(session, chunk)
+    results = []
+    seen: set[tuple[int, str]] = set()
+    for event in new_events:
+        first = stored[event.key]
+        results.append(first if event.key not in seen else Recorded(first.event_id, True))
+        seen.add(event.key)
+    return results
+
+
+async def _record_chunk(
+    session: AsyncSession | AsyncConnection, chunk: Sequence[NewEvent]
+) -> dict[tuple[int, str], Recorded]:
+    params = {
+        "account_ids": [e.account_id for e in chunk],
+        "channel_account_ids": [e.channel_account_id for e in chunk],
+        "parsers": [e.parser for e in chunk],
+        "external_ids": [e.external_id for e in chunk],
+        "raws": [e.raw for e in chunk],
+        "content_types": [e.content_type for e in chunk],
+        "headers": [json.dumps(e.headers) for e in chunk],
+    }
+    rows = (await session.execute(_RECORD_MANY, params)).all()
+    stored = {(row[1], row[2]): Recorded(row[0], False) for row in rows}
+    missing = [e for e in chunk if e.key not in stored]
+    if missing:
+        found = await session.execute(
+            select(
+                InboundEvent.id, InboundEvent.channel_account_id, InboundEvent.external_id
+            ).where(
+                tuple_(InboundEvent.channel_account_id, InboundEvent.external_id).in_(
+                    [e.key for e in missing]
                 )
             )
-        ).first()
-        assert row is not None
-    return Recorded(event_id=row[0], duplicate=not row[1])
+        )
+        stored |= {(row[1], row[2]): Recorded(row[0], True) for row in found}
+    return stored
+
+
+class Recorder:
+    """Group commit for webhooks: events that concurrent requests record go in together.
+
+    Each request waits for the commit of the statement that holds its event, so nothing is
+    acknowledged before it is stored; under load, one INSERT and one commit carry many events
+    instead of one each. A statement that fails for one bad event is retried event by event,
+    so that only that event's request fails.
+    """
+
+    def __init__(self, engine: AsyncEngine, max_batch: int = RECORD_CHUNK) -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._waiting: list[tuple[NewEvent, asyncio.Future[Recorded]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def record(self, event: NewEvent) -> Recorded:
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, future))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+        return await future
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch = self._waiting[: self._max_batch]
+            del self._waiting[: self._max_batch]
+            try:
+                await self._write_batch(batch)
+            except Exception as error:
+                if len(batch) == 1 or is_transient(error):
+                    _settle(batch, error)
+                    continue
+                for one in batch:
+                    try:
+                        await self._write_batch([one])
+                    except Exception as alone:
+                        _settle([one], alone)
+
+    async def _write_batch(self, batch: list[tuple[NewEvent, asyncio.Future[Recorded]]]) -> None:
+        async with self._engine.connect() as connection:
+            results = await record_many(connection, [event for event, _ in batch])
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+
+def _settle(batch: list[tuple[NewEvent, asyncio.Future[Recorded]]], error: Exception) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 @dataclass
@@ -159,7 +255,7 @@ async def process_batch(db: Database, batch_size: int, reopen_window: timedelta)
                     outcomes[event.id] = await _process_alone(
                         session, event, channel_accounts, reopen_window
                     )
-            report = _apply(pending, outcomes)
+            report = await _apply(session, pending, outcomes)
             domain_events = events.take_recorded(session)
         await events.dispatch(domain_events)
     return report
@@ -242,16 +338,25 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
 
 
-def _apply(pending: Sequence[InboundEvent], outcomes: dict[int, Outcome]) -> ProcessReport:
+async def _apply(
+    session: AsyncSession, pending: Sequence[InboundEvent], outcomes: dict[int, Outcome]
+) -> ProcessReport:
+    """Each event's outcome, written in one statement for the batch."""
     report = ProcessReport()
     now = datetime.now(UTC)
+    rows = []
     for event in pending:
         outcome = outcomes[event.id]
-        event.attempts += 1
-        event.status = outcome.status
-        event.error = outcome.error
-        event.processed_at = now
-        event.message_ids = outcome.message_ids
+        rows.append(
+            {
+                "id": event.id,
+                "attempts": event.attempts + 1,
+                "status": outcome.status,
+                "error": outcome.error,
+                "processed_at": now,
+                "message_ids": outcome.message_ids,
+            }
+        )
         if outcome.status == "processed":
             report.processed += 1
             report.messages += len(outcome.message_ids)
@@ -259,6 +364,7 @@ def _apply(pending: Sequence[InboundEvent], outcomes: dict[int, Outcome]) -> Pro
             report.failed += 1
         else:
             report.skipped += 1
+    await bulk.update_rows(session, InboundEvent, rows)
     return report
 
 
@@ -319,30 +425,3 @@ async def list_events(
     if before_id is not None:
         query = query.where(InboundEvent.id < before_id)
     return list((await session.scalars(query.order_by(InboundEvent.id.desc()).limit(limit))).all())
-
-
-async def record_many(session: AsyncSession, new_events: Sequence[NewEvent]) -> int:
-    """Store many events at once (imports), each once; returns how many were new."""
-    inserted = 0
-    for start in range(0, len(new_events), RECORD_CHUNK):
-        chunk = new_events[start : start + RECORD_CHUNK]
-        statement = (
-            insert(InboundEvent)
-            .values([_row(e) for e in chunk])
-            .on_conflict_do_nothing(index_elements=["channel_account_id", "external_id"])
-            .returning(InboundEvent.id)
-        )
-        inserted += len((await session.scalars(statement)).all())
-    return inserted
-
-
-def _row(event: NewEvent) -> dict[str, Any]:
-    return {
-        "account_id": event.account_id,
-        "channel_account_id": event.channel_account_id,
-        "parser": event.parser,
-        "external_id": event.external_id,
-        "raw": event.raw,
-        "content_type": event.content_type,
-        "headers": event.headers,
-    }

@@ -121,7 +121,7 @@ async def import_csv(
                 session, account_id, sorted(set(b for _, _, b in ordered))
             )
             result.account_id = account_id
-            result.new_events = await intake.record_many(
+            recorded = await intake.record_many(
                 session,
                 [
                     intake.NewEvent(
@@ -136,6 +136,7 @@ async def import_csv(
                     for _, row, brand in ordered
                 ],
             )
+            result.new_events = sum(not r.duplicate for r in recorded)
         result.report = await intake.process_all(
             db, settings.intake_batch_size, settings.reopen_window
         )

@@ -21,6 +21,7 @@ from allo.contacts.routes import router as contact_routes
 from allo.conversations.routes import router as conversation_routes
 from allo.db.engine import connect
 from allo.intake.routes import router as intake_routes
+from allo.intake.service import Recorder
 from allo.settings import Settings
 from allo.web import errors
 from allo.web.auth import TtlCache
@@ -43,23 +44,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings=settings,
         db=db,
         kicker=jobs.IntakeKicker(),
+        recorder=Recorder(db.autocommit),
         tokens=TtlCache(settings.auth_cache_seconds),
         inboxes=TtlCache(settings.auth_cache_seconds),
     )
     app.state.allo = state
     async with jobs.opened(settings.database_url):
-        background = [asyncio.create_task(state.kicker.run())]
-        if settings.serve_runs_worker:
-            runtime = jobs.Runtime(settings=settings, db=db)
-            background.append(asyncio.create_task(jobs.run_worker(runtime)))
+        # Jobs run in `allo worker` (a child of `allo serve`): here, only the kicker that
+        # defers intake processing when events come in.
+        kicking = asyncio.create_task(state.kicker.run())
         try:
             yield
         finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            kicking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await kicking
     await db.dispose()
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from allo.db.engine import Database
+from allo.intake.service import Recorder
 from allo.jobs import IntakeKicker
 from allo.settings import Settings
 
@@ -21,6 +22,7 @@ class AppState:
     settings: Settings
     db: Database
     kicker: IntakeKicker
+    recorder: Recorder
     tokens: TtlCache[str, TokenOwner]
     inboxes: TtlCache[tuple[int, int], str]
 

@@ -1,0 +1,93 @@
+"""Set-based writes: many rows in one statement, one array parameter per column.
+
+An `executemany` of N rows is N statements for PostgreSQL to parse, plan and run; these are
+one each, whatever N is. Rows are dictionaries with the same keys (column names).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Column, Table, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import ARRAY, JSON
+
+from allo.db.base import Base
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+async def insert_rows(
+    session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]]
+) -> None:
+    if not rows:
+        return
+    table = cast(Table, model.__table__)
+    columns = [table.c[name] for name in rows[0]]
+    names = ", ".join(_quote(c.name) for c in columns)
+    # Identifiers come from the table's metadata, quoted; every value is a parameter.
+    statement = (
+        f"INSERT INTO {_quote(table.name)} ({names}) "  # noqa: S608
+        f"SELECT {', '.join(_element(c) for c in columns)} "
+        f"FROM unnest({', '.join(_array(c) for c in columns)}) AS u({names})"
+    )
+    await session.execute(text(statement), _parameters(columns, rows))
+
+
+async def update_rows(
+    session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]], key: str = "id"
+) -> None:
+    """Set each row's columns on the row whose `key` column matches."""
+    if not rows:
+        return
+    table = cast(Table, model.__table__)
+    columns = [table.c[name] for name in rows[0]]
+    names = ", ".join(_quote(c.name) for c in columns)
+    assignments = ", ".join(f"{_quote(c.name)} = {_element(c)}" for c in columns if c.name != key)
+    statement = (
+        f"UPDATE {_quote(table.name)} AS t SET {assignments} "  # noqa: S608
+        f"FROM unnest({', '.join(_array(c) for c in columns)}) AS u({names}) "
+        f"WHERE t.{_quote(key)} = u.{_quote(key)}"
+    )
+    await session.execute(text(statement), _parameters(columns, rows))
+
+
+def _array(column: Column[Any]) -> str:
+    """The column's values as one array parameter (an array column travels as its text form)."""
+    element = "text" if isinstance(column.type, ARRAY) else column.type.compile(_DIALECT)
+    return f"CAST(:{column.name} AS {element}[])"
+
+
+def _element(column: Column[Any]) -> str:
+    value = f"u.{_quote(column.name)}"
+    if isinstance(column.type, ARRAY):
+        return f"CAST({value} AS {column.type.compile(_DIALECT)})"
+    return value
+
+
+def _quote(name: str) -> str:
+    return str(_DIALECT.identifier_preparer.quote(name))
+
+
+def _parameters(columns: list[Column[Any]], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {c.name: [_value(c, row[c.name]) for row in rows] for c in columns}
+
+
+def _value(column: Column[Any], value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(column.type, JSON):
+        return json.dumps(value)
+    if isinstance(column.type, ARRAY):
+        return "{" + ",".join(_array_item(v) for v in value) + "}"
+    return value
+
+
+def _array_item(value: Any) -> str:
+    if isinstance(value, int):
+        return str(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
