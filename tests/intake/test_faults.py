@@ -245,3 +245,61 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def worker_children(serve_pid: int) -> list[int]:
+    """`allo worker --parent PID` processes started by that `allo serve`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in command and b"--parent" in command and str(serve_pid).encode() in command:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_serve_processes_in_its_own_worker_process_which_leaves_when_serve_is_killed(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    url = own_postgres.url
+    token, inbox_id = asyncio.run(tenant_and_token(url))
+    port = free_port()
+    server = subprocess.Popen(
+        [ALLO, "serve", "--port", str(port)],
+        env=allo_env(url, ALLO_SERVE_RUNS_WORKER="true"),
+    )
+    try:
+        wait_for(
+            lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "allo serve did not start"
+        )
+        workers = worker_children(server.pid)
+        assert len(workers) == 1, workers
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/inboxes/{inbox_id}/messages",
+            json={"external_id": "w1", "contact": {"id": "c1"}, "text": "hello"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 202, response.text
+        wait_for(lambda: counts(url).get("processed") == 1, 30, "the worker did not process")
+
+        server.kill()  # no chance to stop its child
+        server.wait(10)
+        wait_for(lambda: not alive(workers[0]), 15, "the orphaned worker kept running")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        for pid in worker_children(server.pid):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,94 @@
+"""Set-based writes keep every value exactly, whatever it holds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from allo.contacts.models import Contact
+from allo.conversations.models import Conversation
+from allo.db import bulk
+from allo.db.engine import Database
+from allo.intake.models import InboundEvent
+from tests.conftest import Tenant
+
+AWKWARD_LABELS = ['quote " inside', "back\\slash", "{braces,comma}", "NULL", "", "émoji 🙂"]
+
+
+async def test_rows_go_in_and_change_with_arrays_json_and_nulls(
+    db: Database, tenant: Tenant
+) -> None:
+    async with db.transaction() as session:
+        await bulk.insert_rows(
+            session,
+            InboundEvent,
+            [
+                {
+                    "account_id": tenant.account_id,
+                    "channel_account_id": tenant.inbox_id,
+                    "parser": "api",
+                    "external_id": f"e{n}",
+                    "raw": bytes([0, n, 255]),
+                    "content_type": None if n else "application/json",
+                    "headers": {"n": n, "quote": 'a"b'},
+                }
+                for n in range(3)
+            ],
+        )
+    async with db.sessions() as session:
+        ids = list(await session.scalars(select(InboundEvent.id).order_by(InboundEvent.id)))
+    async with db.transaction() as session:
+        await bulk.update_rows(
+            session,
+            InboundEvent,
+            [
+                {"id": ids[0], "status": "processed", "error": None, "message_ids": [7, 8]},
+                {"id": ids[1], "status": "failed", "error": 'it\'s "bad"', "message_ids": []},
+            ],
+        )
+    async with db.sessions() as session:
+        rows = (await session.scalars(select(InboundEvent).order_by(InboundEvent.id))).all()
+    assert [r.raw for r in rows] == [bytes([0, n, 255]) for n in range(3)]
+    assert [r.content_type for r in rows] == ["application/json", None, None]
+    assert rows[2].headers == {"n": 2, "quote": 'a"b'}
+    assert [(r.status, r.error, r.message_ids) for r in rows] == [
+        ("processed", None, [7, 8]),
+        ("failed", 'it\'s "bad"', []),
+        ("pending", None, []),
+    ]
+
+
+async def test_text_arrays_keep_awkward_values(db: Database, tenant: Tenant) -> None:
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        contact = Contact(account_id=tenant.account_id)
+        session.add(contact)
+        await session.flush()
+        await bulk.insert_rows(
+            session,
+            Conversation,
+            [
+                {
+                    "account_id": tenant.account_id,
+                    "channel_account_id": tenant.inbox_id,
+                    "channel": "api",
+                    "visibility": "private",
+                    "contact_id": contact.id,
+                    "labels": AWKWARD_LABELS,
+                    "last_message_at": now,
+                }
+            ],
+        )
+    async with db.sessions() as session:
+        conversation = (await session.scalars(select(Conversation))).one()
+    assert conversation.labels == AWKWARD_LABELS
+    assert conversation.last_message_at == now
+
+
+async def test_nothing_to_write_writes_nothing(db: Database) -> None:
+    async with db.transaction() as session:
+        await bulk.insert_rows(session, InboundEvent, [])
+        await bulk.update_rows(session, InboundEvent, [])
+    async with db.sessions() as session:
+        assert (await session.scalars(select(InboundEvent))).all() == []
