@@ -1141,7 +1141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-url", default=DEFAULT_SERVER_URL, help="an admin URL")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--wrk-threads", type=int, default=2)
-    parser.add_argument("--http-workers", type=int, default=2, help="ALLO_HTTP_WORKERS")
+    parser.add_argument("--http-workers", type=int, default=1, help="ALLO_HTTP_WORKERS")
     parser.add_argument("--contacts", type=int, default=1000, help="distinct senders")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--max-load-seconds", type=int, default=1800, help="wrk -d")

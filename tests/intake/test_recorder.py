@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
 
-from allo.db.engine import Database
+from allo.db.engine import Database, libpq_url
 from allo.intake import service as intake
 from allo.intake.models import InboundEvent
+from allo.intake.recording import is_unavailable
 from tests.conftest import Tenant
 
 
@@ -25,6 +27,14 @@ def event(tenant: Tenant, external_id: str, parser: str = "api") -> intake.NewEv
     )
 
 
+@pytest.fixture
+async def recorder(database_url: str) -> AsyncIterator[intake.Recorder]:
+    recorder = intake.Recorder(libpq_url(database_url))
+    await recorder.open()
+    yield recorder
+    await recorder.close()
+
+
 async def stored(db: Database) -> dict[str, int]:
     async with db.sessions() as session:
         rows = await session.execute(select(InboundEvent.external_id, InboundEvent.id))
@@ -32,9 +42,8 @@ async def stored(db: Database) -> dict[str, int]:
 
 
 async def test_concurrent_events_are_each_stored_once_with_their_own_id(
-    db: Database, tenant: Tenant
+    db: Database, tenant: Tenant, recorder: intake.Recorder
 ) -> None:
-    recorder = intake.Recorder(db.autocommit)
     keys = [f"k{n % 150}" for n in range(400)]  # 150 keys, most sent two or three times
 
     results = await asyncio.gather(*(recorder.record(event(tenant, key)) for key in keys))
@@ -47,8 +56,9 @@ async def test_concurrent_events_are_each_stored_once_with_their_own_id(
     assert sorted(r.event_id for r in firsts) == sorted(rows.values())
 
 
-async def test_an_event_already_stored_is_a_duplicate(db: Database, tenant: Tenant) -> None:
-    recorder = intake.Recorder(db.autocommit)
+async def test_an_event_already_stored_is_a_duplicate(
+    db: Database, tenant: Tenant, recorder: intake.Recorder
+) -> None:
     first = await recorder.record(event(tenant, "again"))
 
     again = await asyncio.gather(*(recorder.record(event(tenant, "again")) for _ in range(20)))
@@ -57,8 +67,9 @@ async def test_an_event_already_stored_is_a_duplicate(db: Database, tenant: Tena
     assert {(r.event_id, r.duplicate) for r in again} == {(first.event_id, True)}
 
 
-async def test_one_bad_event_fails_alone(db: Database, tenant: Tenant) -> None:
-    recorder = intake.Recorder(db.autocommit)
+async def test_one_bad_event_fails_alone(
+    db: Database, tenant: Tenant, recorder: intake.Recorder
+) -> None:
     # A parser name longer than its column: the database refuses that row.
     batch = [event(tenant, f"fine-{n}") for n in range(30)]
     batch.insert(10, event(tenant, "bad", parser="p" * 50))
@@ -72,18 +83,15 @@ async def test_one_bad_event_fails_alone(db: Database, tenant: Tenant) -> None:
 
 
 async def test_a_database_that_refuses_everything_fails_every_request(tenant: Tenant) -> None:
-    from allo.db.engine import connect
-
-    unreachable = connect("postgresql://postgres@127.0.0.1:1/none", pool_size=1)
-    recorder = intake.Recorder(unreachable.autocommit)
+    recorder = intake.Recorder("postgresql://postgres@127.0.0.1:1/none")
+    await recorder.open()
     try:
         results = await asyncio.gather(
             *(recorder.record(event(tenant, f"e{n}")) for n in range(5)), return_exceptions=True
         )
     finally:
-        await unreachable.dispose()
-    assert all(isinstance(r, Exception) for r in results)
-    assert intake.is_transient(results[0])  # type: ignore[arg-type]
+        await recorder.close()
+    assert all(isinstance(r, Exception) and is_unavailable(r) for r in results)
 
 
 async def test_record_many_reports_each_event_in_order(db: Database, tenant: Tenant) -> None:
@@ -112,8 +120,9 @@ async def test_many_more_events_than_a_statement_holds(db: Database, tenant: Ten
 
 
 @pytest.mark.parametrize("raw", [b"\x00\xff binary \x00", "émoji 🙂 \u200f".encode()])
-async def test_the_exact_bytes_are_kept(db: Database, tenant: Tenant, raw: bytes) -> None:
-    recorder = intake.Recorder(db.autocommit)
+async def test_the_exact_bytes_are_kept(
+    db: Database, tenant: Tenant, recorder: intake.Recorder, raw: bytes
+) -> None:
     new = intake.NewEvent(tenant.account_id, tenant.inbox_id, "api", "bytes", raw)
 
     result = await recorder.record(new)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -33,8 +36,6 @@ def libpq_url(url: str) -> str:
 class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    autocommit: AsyncEngine
-    """Single statements that commit by themselves: one round trip, no BEGIN/COMMIT."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -44,7 +45,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        await self.autocommit.dispose()
 
 
 # Statements are prepared (psycopg does after five runs) but always planned for their values: a
@@ -67,19 +67,21 @@ def connect(url: str, pool_size: int = 10) -> Database:
         pool_recycle=1800,
         connect_args=CUSTOM_PLANS,
     )
-    autocommit = create_async_engine(
-        sqlalchemy_url(url),
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_recycle=1800,
-        isolation_level="AUTOCOMMIT",
-        connect_args=CUSTOM_PLANS,
-    )
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
-        autocommit=autocommit,
     )
+
+
+async def driver_connection(
+    session: AsyncSession | AsyncConnection,
+) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under a session or connection, in its current transaction."""
+    connection = session if isinstance(session, AsyncConnection) else await session.connection()
+    pooled = await connection.get_raw_connection()
+    driver = pooled.driver_connection
+    assert isinstance(driver, psycopg.AsyncConnection)
+    return driver
 
 
 @asynccontextmanager

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
 from allo.channels.inbound import InboundMessage
@@ -22,6 +20,9 @@ from allo.conversations import service as conversations
 from allo.db import bulk
 from allo.db.engine import Database
 from allo.intake.models import InboundEvent
+from allo.intake.recording import NewEvent, Recorded, Recorder, record, record_many
+
+__all__ = ["NewEvent", "Recorded", "Recorder", "record", "record_many"]  # intake's whole API
 
 logger = logging.getLogger(__name__)
 
@@ -29,156 +30,6 @@ logger = logging.getLogger(__name__)
 # threading from deadlocks; batches make it cheap. See docs/decisions.md.
 PROCESSING_LOCK = 4242002
 MAX_ERROR_LENGTH = 4000
-RECORD_CHUNK = 1000
-
-# Many events in one statement: arrays in, the new rows out. Keys already stored (duplicates)
-# are looked up afterwards, only when there are some.
-_RECORD_MANY = text(
-    """
-    INSERT INTO inbound_events
-        (account_id, channel_account_id, parser, external_id, raw, content_type, headers)
-    SELECT account_id, channel_account_id, parser, external_id, raw, content_type, headers
-    FROM unnest(
-        CAST(:account_ids AS bigint[]), CAST(:channel_account_ids AS bigint[]),
-        CAST(:parsers AS text[]), CAST(:external_ids AS text[]), CAST(:raws AS bytea[]),
-        CAST(:content_types AS text[]), CAST(:headers AS jsonb[])
-    ) WITH ORDINALITY AS incoming(account_id, channel_account_id, parser, external_id, raw,
-                                  content_type, headers, position)
-    ORDER BY position
-    ON CONFLICT (channel_account_id, external_id) DO NOTHING
-    RETURNING id, channel_account_id, external_id
-    """
-)
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    account_id: int
-    channel_account_id: int
-    parser: str
-    external_id: str
-    raw: bytes
-    content_type: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.channel_account_id, self.external_id)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    event_id: int
-    duplicate: bool
-
-
-async def record(session: AsyncSession | AsyncConnection, event: NewEvent) -> Recorded:
-    """Store an event's exact bytes once per (channel account, external id)."""
-    return (await record_many(session, [event]))[0]
-
-
-async def record_many(
-    session: AsyncSession | AsyncConnection, new_events: Sequence[NewEvent]
-) -> list[Recorded]:
-    """Store many events, each once per key, in chunks of one statement; one result per event.
-
-    The first event with a key that was not stored yet is new; any other event with that key,
-    in this call or before it, is a duplicate of the stored one.
-    """
-    stored: dict[tuple[int, str], Recorded] = {}
-    for start in range(0, len(new_events), RECORD_CHUNK):
-        chunk = list({e.key: e for e in new_events[start : start + RECORD_CHUNK]}.values())
-        chunk = [e for e in chunk if e.key not in stored]
-        if chunk:
-            stored |= await _record_chunk(session, chunk)
-    results = []
-    seen: set[tuple[int, str]] = set()
-    for event in new_events:
-        first = stored[event.key]
-        results.append(first if event.key not in seen else Recorded(first.event_id, True))
-        seen.add(event.key)
-    return results
-
-
-async def _record_chunk(
-    session: AsyncSession | AsyncConnection, chunk: Sequence[NewEvent]
-) -> dict[tuple[int, str], Recorded]:
-    params = {
-        "account_ids": [e.account_id for e in chunk],
-        "channel_account_ids": [e.channel_account_id for e in chunk],
-        "parsers": [e.parser for e in chunk],
-        "external_ids": [e.external_id for e in chunk],
-        "raws": [e.raw for e in chunk],
-        "content_types": [e.content_type for e in chunk],
-        "headers": [json.dumps(e.headers) for e in chunk],
-    }
-    rows = (await session.execute(_RECORD_MANY, params)).all()
-    stored = {(row[1], row[2]): Recorded(row[0], False) for row in rows}
-    missing = [e for e in chunk if e.key not in stored]
-    if missing:
-        found = await session.execute(
-            select(
-                InboundEvent.id, InboundEvent.channel_account_id, InboundEvent.external_id
-            ).where(
-                tuple_(InboundEvent.channel_account_id, InboundEvent.external_id).in_(
-                    [e.key for e in missing]
-                )
-            )
-        )
-        stored |= {(row[1], row[2]): Recorded(row[0], True) for row in found}
-    return stored
-
-
-class Recorder:
-    """Group commit for webhooks: events that concurrent requests record go in together.
-
-    Each request waits for the commit of the statement that holds its event, so nothing is
-    acknowledged before it is stored; under load, one INSERT and one commit carry many events
-    instead of one each. A statement that fails for one bad event is retried event by event,
-    so that only that event's request fails.
-    """
-
-    def __init__(self, engine: AsyncEngine, max_batch: int = RECORD_CHUNK) -> None:
-        self._engine = engine
-        self._max_batch = max_batch
-        self._waiting: list[tuple[NewEvent, asyncio.Future[Recorded]]] = []
-        self._writing: asyncio.Task[None] | None = None
-
-    async def record(self, event: NewEvent) -> Recorded:
-        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
-        self._waiting.append((event, future))
-        if self._writing is None or self._writing.done():
-            self._writing = asyncio.create_task(self._write())
-        return await future
-
-    async def _write(self) -> None:
-        while self._waiting:
-            batch = self._waiting[: self._max_batch]
-            del self._waiting[: self._max_batch]
-            try:
-                await self._write_batch(batch)
-            except Exception as error:
-                if len(batch) == 1 or is_transient(error):
-                    _settle(batch, error)
-                    continue
-                for one in batch:
-                    try:
-                        await self._write_batch([one])
-                    except Exception as alone:
-                        _settle([one], alone)
-
-    async def _write_batch(self, batch: list[tuple[NewEvent, asyncio.Future[Recorded]]]) -> None:
-        async with self._engine.connect() as connection:
-            results = await record_many(connection, [event for event, _ in batch])
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
-
-
-def _settle(batch: list[tuple[NewEvent, asyncio.Future[Recorded]]], error: Exception) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(error)
 
 
 @dataclass

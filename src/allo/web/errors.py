@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -62,7 +63,16 @@ def install(app: FastAPI) -> None:
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
 
-    for error_type in (OperationalError, InterfaceError, PoolTimeout, PoolExhausted, OSError):
+    for error_type in (
+        OperationalError,
+        InterfaceError,
+        PoolTimeout,
+        PoolExhausted,
+        OSError,
+        # The webhook path talks to psycopg directly (its pool's timeout is one of these).
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    ):
         app.add_exception_handler(error_type, unavailable)
 
     @app.exception_handler(DBAPIError)
