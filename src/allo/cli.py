@@ -42,6 +42,7 @@ for sub, name in (
     app.add_typer(sub, name=name)
 
 WORKER_STOP_SECONDS = 30
+WORKER_NICENESS = 10
 
 AccountOption = Annotated[int, typer.Option("--account", help="Account id.")]
 
@@ -149,6 +150,10 @@ def worker(
     """Process background jobs (intake, and later triage, routing and sending)."""
     settings = get_settings()
     configure_logging(settings)
+    if parent is not None:
+        # Beside HTTP workers, this one yields the CPU to them: a sender waiting for its 2xx
+        # is more urgent than processing, which catches up on the CPU they leave.
+        os.nice(WORKER_NICENESS)
     with database(settings) as url:
         run(_worker(settings, url, parent))
 

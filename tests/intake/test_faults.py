@@ -263,6 +263,10 @@ def worker_children(serve_pid: int) -> list[int]:
     return found
 
 
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[16])
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
@@ -271,7 +275,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_processes_in_its_own_worker_process_which_leaves_when_serve_is_killed(
+def test_serve_processes_in_its_own_niced_worker_which_leaves_when_serve_is_killed(
     own_postgres: EmbeddedPostgres,
 ) -> None:
     url = own_postgres.url
@@ -288,6 +292,8 @@ def test_serve_processes_in_its_own_worker_process_which_leaves_when_serve_is_ki
         )
         workers = worker_children(server.pid)
         assert len(workers) == 1, workers
+        wanted = niceness(server.pid) + 10  # HTTP first; it renices itself as it starts
+        wait_for(lambda: niceness(workers[0]) == wanted, 15, "the worker is not niced")
         response = httpx.post(
             f"http://127.0.0.1:{port}/api/v1/inboxes/{inbox_id}/messages",
             json={"external_id": "w1", "contact": {"id": "c1"}, "text": "hello"},

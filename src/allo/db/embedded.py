@@ -16,6 +16,15 @@ logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "allo"
 
+# Intake writes a steady stream of WAL (raw events, messages, their text index). Checkpoints
+# every few minutes of load, each followed by full-page images of every page touched again,
+# were the tail of webhook latency: fewer of them, and those images compressed.
+SERVER_SETTINGS = {
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+    "wal_compression": "on",
+}
+
 
 class EmbeddedPostgres:
     """PostgreSQL running from files under `data_dir/pg`.
@@ -47,6 +56,13 @@ class EmbeddedPostgres:
                 connection.execute(
                     sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE_NAME))
                 )
+            for name, value in SERVER_SETTINGS.items():
+                connection.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(value)
+                    )
+                )
+            connection.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
         self._server.cleanup()
