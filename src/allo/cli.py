@@ -18,6 +18,7 @@ import typer
 
 from allo.db.engine import one_off_session
 from allo.settings import Settings, get_settings
+from allo.triage.cli import evaluate, triage_app
 
 if TYPE_CHECKING:
     from allo.intake.service import ProcessReport
@@ -38,8 +39,10 @@ for sub, name in (
     (token_app, "token"),
     (inbox_app, "inbox"),
     (intake_app, "intake"),
+    (triage_app, "triage"),
 ):
     app.add_typer(sub, name=name)
+app.command("eval")(evaluate)
 
 WORKER_STOP_SECONDS = 30
 WORKER_NICENESS = 10

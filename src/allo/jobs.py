@@ -22,6 +22,8 @@ from procrastinate.exceptions import AlreadyEnqueued
 from allo.db.engine import Database, libpq_url
 from allo.intake import service as intake
 from allo.settings import Settings
+from allo.triage import service as triage
+from allo.triage.assessor import Assessor
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ app = procrastinate.App(connector=PsycopgConnector())
 
 PROCESS_INTAKE = "intake.process"
 INTAKE_QUEUE = "intake"
+ASSESS_MESSAGES = "triage.assess"
+TRIAGE_QUEUE = "triage"
 WORKER_RESTART_SECONDS = 1.0
 
 
@@ -38,6 +42,14 @@ class Runtime:
 
     settings: Settings
     db: Database
+    _assessor: Assessor | None = None
+
+    @property
+    def assessor(self) -> Assessor:
+        """Loaded on first use: its models take a second and a few hundred MB."""
+        if self._assessor is None:
+            self._assessor = Assessor()
+        return self._assessor
 
 
 def _runtime(context: JobContext) -> Runtime:
@@ -63,6 +75,23 @@ async def process_intake(context: JobContext) -> None:
             report.failed,
             report.skipped,
         )
+    if report.messages:
+        await defer_once(ASSESS_MESSAGES)
+
+
+@app.task(name=ASSESS_MESSAGES, queue=TRIAGE_QUEUE, pass_context=True)
+async def assess_messages(context: JobContext) -> None:
+    runtime = _runtime(context)
+    report = await triage.triage_pending(
+        runtime.db, runtime.assessor, embeddings=runtime.settings.triage_embeddings
+    )
+    if report.assessed or report.failed:
+        logger.info(
+            "triage: %s assessed (%s on the fast path), %s failed",
+            report.assessed,
+            report.fast,
+            report.failed,
+        )
 
 
 @app.periodic(cron="* * * * * */5")
@@ -72,11 +101,18 @@ async def sweep_intake(context: JobContext, timestamp: int) -> None:
     async with runtime.db.sessions() as session:
         if await intake.pending_exists(session):
             await defer_intake_processing()
+        if await triage.pending_exists(session):
+            await defer_once(ASSESS_MESSAGES)
 
 
 async def defer_intake_processing() -> None:
+    await defer_once(PROCESS_INTAKE)
+
+
+async def defer_once(task_name: str) -> None:
+    """Defer a draining task unless one is already waiting (its queueing lock)."""
     with suppress(AlreadyEnqueued):
-        await app.configure_task(PROCESS_INTAKE, queueing_lock=PROCESS_INTAKE).defer_async()
+        await app.configure_task(task_name, queueing_lock=task_name).defer_async()
 
 
 @asynccontextmanager

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=10, ge=1)
     intake_batch_size: int = Field(default=500, ge=1)
+    triage_embeddings: bool = Field(
+        default=True,
+        description="Read messages with sentence embeddings (off: the fast path, lexicons and "
+        "n-grams only).",
+    )
     auth_cache_seconds: float = Field(
         default=30.0, ge=0, description="How long a verified API token is trusted in memory."
     )

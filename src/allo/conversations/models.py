@@ -96,6 +96,12 @@ class Message(Timestamped, Base):
             postgresql_using="gin",
             postgresql_ops={"text": "gin_trgm_ops"},
         ),
+        # The triage queue: customer messages not read yet.
+        Index(
+            "ix_messages_untriaged",
+            "id",
+            postgresql_where=text("triaged_at IS NULL AND direction = 'in'"),
+        ),
     )
 
     account_id: Mapped[int] = mapped_column(
@@ -130,3 +136,7 @@ class Message(Timestamped, Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivery_status: Mapped[str] = mapped_column(String(10))
     inbound_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    triage: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    """What triage read in it (`allo.triage.schemas.Assessment`); null until triaged."""
+    triaged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from allo.triage.schemas import Assessment
 
 
 class ConversationOut(BaseModel):
@@ -47,6 +49,10 @@ class MessageOut(BaseModel):
     sent_at: datetime
     received_at: datetime
     delivery_status: str
+    language: str | None = Field(description="What triage detected (ISO 639-1)")
+    triage: Assessment | None = Field(
+        description="What triage read in a customer message; null until read (or if it failed)"
+    )
 
 
 class ConversationPage(BaseModel):

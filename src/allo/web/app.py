@@ -24,6 +24,7 @@ from allo.db.engine import connect, libpq_url
 from allo.intake.routes import router as intake_routes
 from allo.intake.service import Recorder
 from allo.settings import Settings
+from allo.triage.routes import router as triage_routes
 from allo.web import errors
 from allo.web.auth import TtlCache
 from allo.web.routes import router as page_routes
@@ -95,7 +96,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Read afresh: HTTP workers are forked after the command set ALLO_DATABASE_URL.
     app.state.settings = settings or Settings()
     errors.install(app)
-    for router in (page_routes, intake_routes, inbox_routes, conversation_routes, contact_routes):
+    for router in (
+        page_routes,
+        intake_routes,
+        inbox_routes,
+        conversation_routes,
+        contact_routes,
+        triage_routes,
+    ):
         app.include_router(router)
     app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="swagger-assets")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

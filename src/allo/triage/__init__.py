@@ -1,0 +1,1 @@
+"""Triage: what each inbound message is (language, sentiment, intents, urgency, spam, PII)."""

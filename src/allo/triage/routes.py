@@ -1,0 +1,95 @@
+"""Triage in the API: an account's own intents, and agents' corrections of what triage read."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from allo.triage import service as triage
+from allo.triage.schemas import (
+    CorrectionIn,
+    CorrectionOut,
+    IntentLabelIn,
+    IntentLabelOut,
+    IntentModelOut,
+)
+from allo.web.auth import Owner
+from allo.web.errors import ApiError
+from allo.web.state import State
+
+router = APIRouter(prefix="/api/v1", tags=["triage"])
+
+
+@router.get("/triage/intents", response_model=list[IntentLabelOut], summary="Custom intents")
+async def list_intents(owner: Owner, state: State) -> list[IntentLabelOut]:
+    async with state.db.sessions() as session:
+        labels = await triage.list_intent_labels(session, owner.account_id)
+    return [IntentLabelOut.model_validate(label) for label in labels]
+
+
+@router.post(
+    "/triage/intents",
+    response_model=IntentLabelOut,
+    status_code=201,
+    summary="Define a custom intent (or replace its description and examples)",
+)
+async def save_intent(body: IntentLabelIn, owner: Owner, state: State) -> IntentLabelOut:
+    async with state.db.transaction() as session:
+        label = await triage.save_intent_label(
+            session, owner.account_id, body.name, body.description, body.examples
+        )
+        return IntentLabelOut.model_validate(label)
+
+
+@router.delete("/triage/intents/{label_id}", status_code=204, summary="Delete a custom intent")
+async def delete_intent(label_id: int, owner: Owner, state: State) -> Response:
+    async with state.db.transaction() as session:
+        if not await triage.delete_intent_label(session, owner.account_id, label_id):
+            raise ApiError(404, "not_found", f"no intent {label_id} in this account")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/triage/intents/train",
+    response_model=IntentModelOut,
+    status_code=201,
+    summary="Train a new version from the examples and agents' corrections",
+)
+async def train_intents(owner: Owner, state: State) -> IntentModelOut:
+    async with state.db.transaction() as session:
+        try:
+            version = await triage.train_account_intents(session, owner.account_id)
+        except triage.TriageError as error:
+            raise ApiError(422, "cannot_train", str(error)) from None
+        return IntentModelOut.model_validate(version)
+
+
+@router.get(
+    "/triage/intents/models",
+    response_model=list[IntentModelOut],
+    summary="Trained versions, newest first (one active)",
+)
+async def intent_models(owner: Owner, state: State) -> list[IntentModelOut]:
+    async with state.db.sessions() as session:
+        versions = await triage.intent_model_versions(session, owner.account_id)
+    return [IntentModelOut.model_validate(v) for v in versions]
+
+
+@router.post(
+    "/messages/{message_id}/corrections",
+    response_model=CorrectionOut,
+    status_code=201,
+    summary="Correct what triage read in a message",
+)
+async def correct_message(
+    message_id: int, body: CorrectionIn, owner: Owner, state: State
+) -> CorrectionOut:
+    async with state.db.transaction() as session:
+        try:
+            correction = await triage.correct(
+                session, owner.account_id, message_id, body.field, body.value, owner.user_id
+            )
+        except LookupError as error:
+            raise ApiError(404, "not_found", str(error)) from None
+        except triage.TriageError as error:
+            raise ApiError(422, "invalid", str(error), "value") from None
+        return CorrectionOut.model_validate(correction)

