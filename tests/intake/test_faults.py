@@ -263,6 +263,14 @@ def worker_children(serve_pid: int) -> list[int]:
     return found
 
 
+def triaged(database_url: str) -> int:
+    with psycopg.connect(libpq_url(database_url)) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM messages WHERE triaged_at IS NOT NULL AND triage IS NOT NULL"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def niceness(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[16])
 
@@ -275,7 +283,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_processes_in_its_own_niced_worker_which_leaves_when_serve_is_killed(
+def test_serve_processes_and_triages_in_its_own_niced_worker_which_leaves_when_killed(
     own_postgres: EmbeddedPostgres,
 ) -> None:
     url = own_postgres.url
@@ -301,6 +309,7 @@ def test_serve_processes_in_its_own_niced_worker_which_leaves_when_serve_is_kill
         )
         assert response.status_code == 202, response.text
         wait_for(lambda: counts(url).get("processed") == 1, 30, "the worker did not process")
+        wait_for(lambda: triaged(url) == 1, 60, "the worker did not triage the message")
 
         server.kill()  # the main process only: no chance to stop its child
         server.wait(10)
