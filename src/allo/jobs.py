@@ -82,8 +82,18 @@ async def process_intake(context: JobContext) -> None:
 @app.task(name=ASSESS_MESSAGES, queue=TRIAGE_QUEUE, pass_context=True)
 async def assess_messages(context: JobContext) -> None:
     runtime = _runtime(context)
+    batch = runtime.settings.intake_batch_size
+
+    async def intake_waits() -> bool:
+        # Intake first: triage takes the CPU intake leaves (the intake job defers this one
+        # again when it has drained its queue).
+        return await intake.pending_at_least(runtime.db, batch)
+
     report = await triage.triage_pending(
-        runtime.db, runtime.assessor, embeddings=runtime.settings.triage_embeddings
+        runtime.db,
+        runtime.assessor,
+        embeddings=runtime.settings.triage_embeddings,
+        step_aside=intake_waits,
     )
     if report.assessed or report.failed:
         logger.info(

@@ -146,3 +146,20 @@ async def test_an_account_intent_model_adds_its_labels(
     )
 
     assert "refund" in assessment.intents
+
+
+async def test_triage_steps_aside_while_more_urgent_work_waits(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database, settings: Settings, assessor: Assessor
+) -> None:
+    await push(client, tenant, "s1", "where is my order?")
+    await process(db, settings)
+    answers = iter([True])
+
+    async def intake_waits() -> bool:
+        return next(answers, False)
+
+    first = await triage.triage_pending(db, assessor, step_aside=intake_waits)
+    then = await triage.triage_pending(db, assessor, step_aside=intake_waits)
+
+    assert (first.stepped_aside, first.assessed) == (True, 0)
+    assert (then.stepped_aside, then.assessed) == (False, 1)

@@ -254,6 +254,15 @@ async def count_by_status(session: AsyncSession, account_id: int | None = None) 
     return {status: count for status, count in (await session.execute(query)).all()}
 
 
+async def pending_at_least(db: Database, count: int) -> bool:
+    """Whether `count` events or more wait (counted no further than that)."""
+    async with db.sessions() as session:
+        waiting = (
+            select(InboundEvent.id).where(InboundEvent.status == "pending").limit(count).subquery()
+        )
+        return int(await session.scalar(select(func.count()).select_from(waiting)) or 0) >= count
+
+
 async def pending_exists(session: AsyncSession) -> bool:
     found = await session.scalar(
         select(InboundEvent.id).where(InboundEvent.status == "pending").limit(1)

@@ -138,7 +138,9 @@ def build(
     from allo.triage.datasets import data_dir
     from allo.triage.linear import ARTIFACTS
 
-    manifest = building.build(data_dir(data), out or ARTIFACTS)
+    manifest = building.build(
+        data_dir(data), out or ARTIFACTS, log=lambda line: typer.echo(line, err=True)
+    )
     typer.echo(json.dumps(manifest.get("scores", manifest), indent=2, ensure_ascii=False))
 
 
@@ -153,7 +155,9 @@ def evaluate(
     from allo.triage.datasets import data_dir
     from allo.triage.linear import ARTIFACTS
 
-    results = evaluation.evaluate(data_dir(data), ARTIFACTS)
+    results = evaluation.evaluate(
+        data_dir(data), ARTIFACTS, log=lambda line: typer.echo(line, err=True)
+    )
     typer.echo(evaluation.render(results))
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,7 @@ class TriageReport:
     assessed: int = 0
     failed: int = 0
     fast: int = 0
+    stepped_aside: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,22 @@ class Unread:
 
 
 async def triage_pending(
-    db: Database, assessor: Assessor, batch_size: int = BATCH_SIZE, embeddings: bool = True
+    db: Database,
+    assessor: Assessor,
+    batch_size: int = BATCH_SIZE,
+    embeddings: bool = True,
+    step_aside: Callable[[], Awaitable[bool]] | None = None,
 ) -> TriageReport:
-    """Assess every customer message not read yet, batch after batch."""
+    """Assess every customer message not read yet, batch after batch.
+
+    Before each batch `step_aside` may say that more urgent work waits (intake): triage then
+    stops, to be deferred again when that work is done (the unread stay in the queue).
+    """
     report = TriageReport()
     while True:
+        if step_aside is not None and await step_aside():
+            report.stepped_aside = True
+            return report
         batch = await _triage_batch(db, assessor, batch_size, embeddings)
         report.assessed += batch.assessed
         report.failed += batch.failed
