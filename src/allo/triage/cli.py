@@ -16,7 +16,7 @@ DataOption = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="The training and validation data (default: ../shared/data or ALLO_SHARED_DATA).",
+        help="The training and validation data (default: ALLO_SHARED_DATA, else the data folder beside the repository).",
     ),
 ]
 
