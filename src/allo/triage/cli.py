@@ -16,7 +16,8 @@ DataOption = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        help="The training and validation data (default: ALLO_SHARED_DATA, else the data folder beside the repository).",
+        help="The training and validation data (default: ALLO_SHARED_DATA, else the data "
+        "folder beside the repository).",
     ),
 ]
 
