@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from allo.db import migrate
 from allo.demo.service import load_traffic
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,9 @@ DATA_FILES = (
     "allo/db/migrations/env.py",
     "allo/db/migrations/script.py.mako",
     "allo/db/migrations/versions/0001_initial_schema.py",
+    "allo/db/migrations/versions/0002_triage.py",
+    "allo/triage/artifacts/manifest.json",
+    "allo/triage/artifacts/sentiment_fr.npz",
     "allo/py.typed",
 )
 
@@ -127,12 +131,14 @@ import allo
 from allo.db import migrate
 from allo.demo.service import load_traffic
 from allo.web.routes import templates
+from allo.triage.linear import load_shipped
 
 print(json.dumps({
     "file": allo.__file__,
     "conversations": len(load_traffic()["conversations"]),
     "head": migrate.head_revision(),
     "template": templates.get_template("home.html").filename,
+    "sentiment": load_shipped("sentiment_fr_fast").predict(["Merci beaucoup, génial !"]),
 }))
 """
 
@@ -156,5 +162,6 @@ def test_the_unpacked_wheel_finds_its_data_through_the_package(
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(found["file"]).is_relative_to(unpacked)
     assert found["conversations"] == len(load_traffic()["conversations"]) == 46
-    assert found["head"] == "0001"
+    assert found["head"] == migrate.head_revision()
+    assert found["sentiment"] == ["positive"]
     assert Path(found["template"]).is_relative_to(unpacked)
