@@ -4,7 +4,8 @@ Intake does not defer one job per event: the inbound_events table is itself the 
 drains it in batches; web processes defer that job (at most one waiting at a time, by its
 queueing lock) when they have recorded events, and a periodic sweep defers it whenever events
 are pending, which also repairs a worker that died in the middle of a batch. The job itself
-is not retried by Procrastinate: the next sweep defers it again.
+is not retried by Procrastinate: the next sweep defers it again. Triage works the same way on
+unread messages (`triage.assess`), deferred by the intake job when it stored messages.
 """
 
 from __future__ import annotations
