@@ -207,21 +207,32 @@ async def push_all(
     return accepted, refused
 
 
-def test_a_database_restart_under_load_costs_retries_not_messages(
-    own_postgres: EmbeddedPostgres,
-) -> None:
-    url = own_postgres.url
-    token, inbox_id = asyncio.run(tenant_and_token(url))
-    port = free_port()
+def start_serve(database_url: str, port: int) -> subprocess.Popen[bytes]:
+    """`allo serve` with its job worker, in a process group of its own, once it answers."""
     server = subprocess.Popen(
         [ALLO, "serve", "--port", str(port)],
-        env=allo_env(url, ALLO_SERVE_RUNS_WORKER="true"),
+        env=allo_env(database_url, ALLO_SERVE_RUNS_WORKER="true"),
         start_new_session=True,
     )
     try:
         wait_for(
             lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "allo serve did not start"
         )
+    except AssertionError:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+        raise
+    return server
+
+
+def test_a_database_restart_under_load_costs_retries_not_messages(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    url = own_postgres.url
+    token, inbox_id = asyncio.run(tenant_and_token(url))
+    port = free_port()
+    server = start_serve(url, port)
+    try:
         total = 800
         accepted, refused = asyncio.run(
             push_all(f"http://127.0.0.1:{port}", token, inbox_id, total, own_postgres.restart)
@@ -289,15 +300,8 @@ def test_serve_processes_and_triages_in_its_own_niced_worker_which_leaves_when_k
     url = own_postgres.url
     token, inbox_id = asyncio.run(tenant_and_token(url))
     port = free_port()
-    server = subprocess.Popen(
-        [ALLO, "serve", "--port", str(port)],
-        env=allo_env(url, ALLO_SERVE_RUNS_WORKER="true"),
-        start_new_session=True,
-    )
+    server = start_serve(url, port)
     try:
-        wait_for(
-            lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "allo serve did not start"
-        )
         workers = worker_children(server.pid)
         assert len(workers) == 1, workers
         wanted = niceness(server.pid) + 10  # HTTP first; it renices itself as it starts

@@ -166,26 +166,22 @@ def _sentiment_fr(data: Data) -> TrainingSet:
 
 
 def _sentiment_en(data: Data) -> TrainingSet:
-    tweets = data.sets["tweets_en/train"]
-    return TrainingSet(
-        data.batch("tweets_en/train"),
-        tweets.labels,
-        [("tweets_en", tweets, len(tweets.texts))],
-        lambda probabilities, classes: macro_f1(
-            tweets.labels, argmax_labels(probabilities, classes)
-        ),
-        "macro-F1",
-    )
+    return _one_set(data, "tweets_en/train", "tweets_en")
 
 
 def _offensive(data: Data) -> TrainingSet:
-    train = data.sets["offensive/train"]
+    return _one_set(data, "offensive/train", "offensive")
+
+
+def _one_set(data: Data, part: str, source: str) -> TrainingSet:
+    """One labelled set, scored by macro-F1."""
+    labelled = data.sets[part]
     return TrainingSet(
-        data.batch("offensive/train"),
-        train.labels,
-        [("offensive", train, len(train.texts))],
+        data.batch(part),
+        labelled.labels,
+        [(source, labelled, len(labelled.texts))],
         lambda probabilities, classes: macro_f1(
-            train.labels, argmax_labels(probabilities, classes)
+            labelled.labels, argmax_labels(probabilities, classes)
         ),
         "macro-F1",
     )
