@@ -25,9 +25,7 @@ async def insert_rows(
 ) -> None:
     if not rows:
         return
-    table = cast(Table, model.__table__)
-    columns = [table.c[name] for name in rows[0]]
-    names = ", ".join(_quote(c.name) for c in columns)
+    table, columns, names = _columns(model, rows)
     # Identifiers come from the table's metadata, quoted; every value is a parameter.
     statement = (
         f"INSERT INTO {_quote(table.name)} ({names}) "  # noqa: S608
@@ -43,9 +41,7 @@ async def update_rows(
     """Set each row's columns on the row whose `key` column matches."""
     if not rows:
         return
-    table = cast(Table, model.__table__)
-    columns = [table.c[name] for name in rows[0]]
-    names = ", ".join(_quote(c.name) for c in columns)
+    table, columns, names = _columns(model, rows)
     assignments = ", ".join(f"{_quote(c.name)} = {_element(c)}" for c in columns if c.name != key)
     statement = (
         f"UPDATE {_quote(table.name)} AS t SET {assignments} "  # noqa: S608
@@ -53,6 +49,15 @@ async def update_rows(
         f"WHERE t.{_quote(key)} = u.{_quote(key)}"
     )
     await session.execute(text(statement), _parameters(columns, rows))
+
+
+def _columns(
+    model: type[Base], rows: Sequence[dict[str, Any]]
+) -> tuple[Table, list[Column[Any]], str]:
+    """The table, the columns the rows name, and their quoted list."""
+    table = cast(Table, model.__table__)
+    columns = [table.c[name] for name in rows[0]]
+    return table, columns, ", ".join(_quote(c.name) for c in columns)
 
 
 def _array(column: Column[Any]) -> str:
