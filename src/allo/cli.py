@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from allo.analytics.cli import simulate, staffing
 from allo.db.engine import one_off_session
 from allo.settings import Settings, get_settings
 from allo.triage.cli import evaluate, triage_app
@@ -43,6 +44,8 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 app.command("eval")(evaluate)
+app.command("staffing")(staffing)
+app.command("simulate")(simulate)
 
 WORKER_STOP_SECONDS = 30
 WORKER_NICENESS = 10

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import procrastinate
 from procrastinate import JobContext, PsycopgConnector
@@ -22,6 +23,8 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 from allo.db.engine import Database, libpq_url
 from allo.intake import service as intake
+from allo.routing import service as routing
+from allo.routing.timers import TimerLoop
 from allo.settings import Settings
 from allo.triage import service as triage
 from allo.triage.assessor import Assessor
@@ -34,6 +37,8 @@ PROCESS_INTAKE = "intake.process"
 INTAKE_QUEUE = "intake"
 ASSESS_MESSAGES = "triage.assess"
 TRIAGE_QUEUE = "triage"
+ROUTE_CONVERSATIONS = "routing.route"
+ROUTING_QUEUE = "routing"
 WORKER_RESTART_SECONDS = 1.0
 
 
@@ -103,6 +108,20 @@ async def assess_messages(context: JobContext) -> None:
             report.fast,
             report.failed,
         )
+        await defer_once(ROUTE_CONVERSATIONS)
+
+
+@app.task(name=ROUTE_CONVERSATIONS, queue=ROUTING_QUEUE, pass_context=True)
+async def route_conversations(context: JobContext) -> None:
+    runtime = _runtime(context)
+    report = await routing.route_pending(runtime.db)
+    if report.routed:
+        logger.info(
+            "routing: %s routed, %s assigned, %s acknowledged",
+            report.routed,
+            report.assigned,
+            report.acknowledged,
+        )
 
 
 @app.periodic(cron="* * * * * */5")
@@ -114,10 +133,35 @@ async def sweep_intake(context: JobContext, timestamp: int) -> None:
             await defer_intake_processing()
         if await triage.pending_exists(session):
             await defer_once(ASSESS_MESSAGES)
+        if await routing.pending_exists(session):
+            await defer_once(ROUTE_CONVERSATIONS)
+
+
+@app.periodic(cron="* * * * * */5")
+@app.task(name="routing.sweep", queue=ROUTING_QUEUE, pass_context=True)
+async def sweep_routing(context: JobContext, timestamp: int) -> None:
+    """Conversations of agents gone offline past their grace go back to the queue, and agents
+    with room (a conversation resolved, an agent back online) are given the next ones."""
+    runtime = _runtime(context)
+    now = datetime.now(UTC)
+    async with runtime.db.transaction() as session:
+        released = await routing.release_offline_agents(session, now)
+    if released:
+        logger.info("routing: %s conversations of offline agents back to the queue", released)
+        await defer_once(ROUTE_CONVERSATIONS)
+    await routing.fill_all(runtime.db, now)
 
 
 async def defer_intake_processing() -> None:
     await defer_once(PROCESS_INTAKE)
+
+
+async def defer_routing() -> None:
+    """Ask for routing soon (a status or team changed); the sweep does it anyway."""
+    try:
+        await defer_once(ROUTE_CONVERSATIONS)
+    except Exception:
+        logger.warning("could not defer routing", exc_info=True)
 
 
 async def defer_once(task_name: str) -> None:
@@ -142,6 +186,21 @@ async def run_worker(runtime: Runtime) -> None:
     failover); it is started again here, so the process survives what the database goes
     through.
     """
+    timers = asyncio.create_task(TimerLoop(runtime.db, after_fire=_route_after_timers).run())
+    try:
+        await _run_jobs(runtime)
+    finally:
+        timers.cancel()
+        with suppress(asyncio.CancelledError):
+            await timers
+
+
+async def _route_after_timers(fired: int) -> None:
+    # An escalation may have moved a conversation to another team or raised its priority.
+    await defer_routing()
+
+
+async def _run_jobs(runtime: Runtime) -> None:
     while True:
         try:
             await app.run_worker_async(

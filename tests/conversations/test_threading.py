@@ -151,7 +151,10 @@ async def resolve(db: Database, conversation_id: int, at: datetime) -> None:
     async with db.transaction() as session:
         loaded = await session.get(Conversation, conversation_id)
         assert loaded is not None
-        await conversations.resolve(session, loaded, at)
+        changed = await conversations.change_status(
+            session, loaded.account_id, conversation_id, "resolved", at, "handled_elsewhere"
+        )
+        assert changed is not None and changed.status == "resolved"
 
 
 # Public threads (X)

@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     SmallInteger,
     String,
     Text,
@@ -36,6 +37,14 @@ class Conversation(Timestamped, Base):
         Index("ix_conversations_thread", "channel_account_id", "thread_key"),
         Index("ix_conversations_private", "channel_account_id", "contact_id", "visibility"),
         Index("ix_conversations_labels", "labels", postgresql_using="gin"),
+        # Routing's queue: conversations with a message routing has not read yet.
+        Index(
+            "ix_conversations_unrouted",
+            "id",
+            postgresql_where=text("routed_at IS NULL OR routed_at < last_message_at"),
+        ),
+        Index("ix_conversations_team_waiting", "team_id", "status", "waiting_since"),
+        Index("ix_conversations_assignee", "assignee_id", "status"),
     )
 
     account_id: Mapped[int] = mapped_column(
@@ -74,6 +83,27 @@ class Conversation(Timestamped, Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    # Routing (allo.routing): SLA due times of the running clocks, where the resolution clock
+    # stopped (pending, snoozed) and for how much business time in all, when routing last
+    # read the conversation, why it was resolved without an answer, and the last
+    # out-of-hours acknowledgement.
+    first_response_due_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    next_response_due_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    resolution_due_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    sla_paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    sla_paused_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    routed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    unanswered_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # What triage read in the messages the customer waits on (urgent, sentiment, churn…), as
+    # routing last saw it: the queue's order reads it without going through every message.
+    waiting_triage: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
 
 
 class Message(Timestamped, Base):

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -8,7 +8,14 @@ from fastapi import APIRouter, Query
 from allo.channels.models import CHANNEL_KINDS
 from allo.conversations import service as conversations
 from allo.conversations.models import STATUSES
-from allo.conversations.schemas import ConversationOut, ConversationPage, MessageOut, MessagePage
+from allo.conversations.schemas import (
+    ConversationOut,
+    ConversationPage,
+    MessageOut,
+    MessagePage,
+    StatusIn,
+)
+from allo.jobs import defer_routing
 from allo.web.auth import Owner
 from allo.web.errors import ApiError
 from allo.web.state import State
@@ -100,3 +107,32 @@ async def list_messages(
     return MessagePage(
         messages=[MessageOut.model_validate(r) for r in rows], next_cursor=next_cursor
     )
+
+
+@router.post(
+    "/{conversation_id}/status",
+    response_model=ConversationOut,
+    summary="Open, pend, snooze or resolve (the customer waiting needs a reason to resolve)",
+)
+async def change_status(
+    conversation_id: int, body: StatusIn, owner: Owner, state: State
+) -> ConversationOut:
+    try:
+        async with state.db.transaction() as session:
+            changed = await conversations.change_status(
+                session,
+                owner.account_id,
+                conversation_id,
+                body.status,
+                datetime.now(UTC),
+                body.reason,
+            )
+            if changed is None:
+                raise ApiError(
+                    404, "not_found", f"no conversation {conversation_id} in this account"
+                )
+            result = ConversationOut.model_validate(changed)
+    except conversations.StatusError as error:
+        raise ApiError(422, "invalid", str(error), error.field) from None
+    await defer_routing()
+    return result

@@ -27,7 +27,20 @@ class ConversationOut(BaseModel):
     first_response_at: datetime | None
     last_message_at: datetime
     resolved_at: datetime | None
+    unanswered_reason: str | None
+    first_response_due_at: datetime | None
+    next_response_due_at: datetime | None
+    resolution_due_at: datetime | None
     created_at: datetime
+
+
+class StatusIn(BaseModel):
+    status: str = Field(description="open, pending, snoozed or resolved")
+    reason: str | None = Field(
+        default=None,
+        description="Required to resolve a conversation where the customer spoke last: spam, "
+        "no_answer_needed or handled_elsewhere",
+    )
 
 
 class MessageOut(BaseModel):

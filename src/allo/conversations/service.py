@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allo import events
 from allo.channels.inbound import InboundMessage
 from allo.channels.models import ChannelAccount
-from allo.conversations.models import Conversation, Message
+from allo.conversations.models import STATUSES, Conversation, Message
 from allo.db import bulk
 from allo.db.keys import pairs_match
 from allo.db.search import contains_pattern
@@ -90,7 +90,8 @@ class Thread:
         answered_after = self.last_response_at is not None and sent_at <= self.last_response_at
         if not answered_after:
             self.waiting_since = min(self.waiting_since or sent_at, sent_at)
-        if self.status == "resolved":
+        if self.status != "open":
+            # Resolved, pending on the customer or snoozed: the customer writing reopens it.
             self.status = "open"
             self.resolved_at = None
 
@@ -397,9 +398,57 @@ def _thread_keys(message: InboundMessage) -> tuple[str, ...]:
     )
 
 
-async def resolve(session: AsyncSession, conversation: Conversation, at: datetime) -> None:
-    conversation.status = "resolved"
-    conversation.resolved_at = at
+# Why a conversation where the customer spoke last may be resolved without an answer.
+UNANSWERED_REASONS = ("spam", "no_answer_needed", "handled_elsewhere")
+PAUSED_STATUSES = ("pending", "snoozed")
+
+
+class StatusError(ValueError):
+    """A status change refused; `field` names what to change in the request."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+async def change_status(
+    session: AsyncSession,
+    account_id: int,
+    conversation_id: int,
+    status: str,
+    at: datetime,
+    reason: str | None = None,
+) -> Conversation | None:
+    """Open, pend, snooze or resolve a conversation (None when it is not the account's).
+
+    The unanswered guard: a conversation where the customer spoke last is never closed
+    silently. Resolving it needs one of UNANSWERED_REASONS, which is kept for reports. Pending
+    and snoozed stop the resolution clock (routing counts the pause when it reopens)."""
+    if status not in STATUSES:
+        raise StatusError(f"one of {', '.join(STATUSES)}", "status")
+    if reason is not None and reason not in UNANSWERED_REASONS:
+        raise StatusError(f"one of {', '.join(UNANSWERED_REASONS)}", "reason")
+    conversation = await session.get(Conversation, conversation_id, with_for_update=True)
+    if conversation is None or conversation.account_id != account_id:
+        return None
+    if status == "resolved":
+        unanswered = conversation.waiting_since is not None
+        if unanswered and reason is None:
+            raise StatusError(
+                "the customer spoke last: resolving without an answer needs a reason "
+                f"({', '.join(UNANSWERED_REASONS)})",
+                "reason",
+            )
+        conversation.resolved_at = at
+        conversation.unanswered_reason = reason if unanswered else None
+    else:
+        conversation.resolved_at = None
+        conversation.unanswered_reason = None
+    if status in PAUSED_STATUSES and conversation.sla_paused_at is None:
+        conversation.sla_paused_at = at
+    conversation.status = status
+    conversation.routed_at = None  # routing reads it again: clocks stop, pause or restart
+    return conversation
 
 
 # Reading

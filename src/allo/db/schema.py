@@ -6,8 +6,18 @@ from allo.contacts import models as contacts
 from allo.conversations import models as conversations
 from allo.db.base import Base
 from allo.intake import models as intake
+from allo.routing import models as routing
 from allo.triage import models as triage
 
 metadata = Base.metadata
 
-__all__ = ["accounts", "channels", "contacts", "conversations", "intake", "metadata", "triage"]
+__all__ = [
+    "accounts",
+    "channels",
+    "contacts",
+    "conversations",
+    "intake",
+    "metadata",
+    "routing",
+    "triage",
+]

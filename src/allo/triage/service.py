@@ -105,6 +105,7 @@ async def _triage_batch(
             ],
         )
         await _set_conversation_languages(session, unread, results)
+        await _route_again(session, {u.conversation_id for u in unread})
     failed = sum(a is None for a in results)
     return TriageReport(
         assessed=len(results) - failed, failed=failed, fast=len(results) - failed if fast else 0
@@ -219,6 +220,17 @@ async def _set_conversation_languages(
             first.setdefault(u.conversation_id, assessment.language)
     await bulk.update_rows(
         session, Conversation, [{"id": cid, "language": lang} for cid, lang in first.items()]
+    )
+
+
+async def _route_again(session: AsyncSession, conversation_ids: set[int]) -> None:
+    """Conversations routed before triage read them (it waits for triage only so long) are
+    routed again with what triage found: spam leaves the clocks, urgency moves up."""
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id.in_(conversation_ids), Conversation.routed_at.is_not(None))
+        .values(routed_at=None)
+        .execution_options(synchronize_session=False)
     )
 
 

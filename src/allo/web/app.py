@@ -23,6 +23,7 @@ from allo.conversations.routes import router as conversation_routes
 from allo.db.engine import connect, libpq_url
 from allo.intake.routes import router as intake_routes
 from allo.intake.service import Recorder
+from allo.routing.routes import router as routing_routes
 from allo.settings import Settings
 from allo.triage.routes import router as triage_routes
 from allo.web import errors
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conversation_routes,
         contact_routes,
         triage_routes,
+        routing_routes,
     ):
         app.include_router(router)
     app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="swagger-assets")

@@ -1,0 +1,1 @@
+"""Reporting, staffing and simulation: what the numbers say about the service."""

@@ -1,0 +1,1 @@
+"""Routing: teams, presence, assignment, SLA policies, calendars, priority and escalation."""

@@ -1,0 +1,231 @@
+"""Routing in the API: teams, agents, SLA policies, escalation rules, queues and reports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allo.conversations.schemas import ConversationOut
+from allo.jobs import defer_routing
+from allo.routing import service as routing
+from allo.routing.models import Team
+from allo.routing.schemas import (
+    AgentIn,
+    AgentOut,
+    AssignIn,
+    EscalationRuleIn,
+    EscalationRuleOut,
+    NotificationOut,
+    QueueEntry,
+    RoutingOut,
+    SlaPolicyIn,
+    SlaPolicyOut,
+    SlaReport,
+    TeamIn,
+    TeamOut,
+    TransferIn,
+)
+from allo.web.auth import Owner
+from allo.web.errors import ApiError
+from allo.web.state import State
+
+router = APIRouter(prefix="/api/v1", tags=["routing"])
+
+
+@asynccontextmanager
+async def _writing(state: State) -> AsyncIterator[AsyncSession]:
+    """A transaction whose routing errors become API errors."""
+    try:
+        async with state.db.transaction() as session:
+            yield session
+    except routing.RoutingError as error:
+        code = "not_found" if error.status == 404 else "invalid"
+        if error.status == 409:
+            code = "conflict"
+        raise ApiError(error.status, code, str(error), error.field) from None
+
+
+def _team_out(team: Team, members: list[int]) -> TeamOut:
+    return TeamOut.model_validate(
+        {
+            **{name: getattr(team, name) for name in TeamIn.model_fields if name != "member_ids"},
+            "id": team.id,
+            "member_ids": members,
+        }
+    )
+
+
+@router.get("/sla-policies", response_model=list[SlaPolicyOut], summary="SLA policies")
+async def list_policies(owner: Owner, state: State) -> list[SlaPolicyOut]:
+    async with state.db.sessions() as session:
+        policies = await routing.list_sla_policies(session, owner.account_id)
+    return [SlaPolicyOut.model_validate(policy) for policy in policies]
+
+
+@router.post(
+    "/sla-policies", response_model=SlaPolicyOut, status_code=201, summary="Create a policy"
+)
+async def create_policy(body: SlaPolicyIn, owner: Owner, state: State) -> SlaPolicyOut:
+    async with _writing(state) as session:
+        policy = await routing.save_sla_policy(session, owner.account_id, body)
+        return SlaPolicyOut.model_validate(policy)
+
+
+@router.put(
+    "/sla-policies/{policy_id}",
+    response_model=SlaPolicyOut,
+    summary="Change a policy (running clocks follow it)",
+)
+async def update_policy(
+    policy_id: int, body: SlaPolicyIn, owner: Owner, state: State
+) -> SlaPolicyOut:
+    async with _writing(state) as session:
+        policy = await routing.save_sla_policy(session, owner.account_id, body, policy_id)
+        out = SlaPolicyOut.model_validate(policy)
+    await defer_routing()
+    return out
+
+
+@router.get("/teams", response_model=list[TeamOut], summary="Teams")
+async def list_teams(owner: Owner, state: State) -> list[TeamOut]:
+    async with state.db.sessions() as session:
+        teams = await routing.list_teams(session, owner.account_id)
+    return [_team_out(team, members) for team, members in teams]
+
+
+@router.post("/teams", response_model=TeamOut, status_code=201, summary="Create a team")
+async def create_team(body: TeamIn, owner: Owner, state: State) -> TeamOut:
+    async with _writing(state) as session:
+        team, members = await routing.save_team(session, owner.account_id, body)
+        out = _team_out(team, members)
+    await defer_routing()
+    return out
+
+
+@router.put("/teams/{team_id}", response_model=TeamOut, summary="Change a team")
+async def update_team(team_id: int, body: TeamIn, owner: Owner, state: State) -> TeamOut:
+    async with _writing(state) as session:
+        team, members = await routing.save_team(session, owner.account_id, body, team_id)
+        out = _team_out(team, members)
+    await defer_routing()
+    return out
+
+
+@router.get(
+    "/teams/{team_id}/queue",
+    response_model=list[QueueEntry],
+    summary="The team's waiting conversations, first to answer first, with the reasons",
+)
+async def team_queue(team_id: int, owner: Owner, state: State) -> list[QueueEntry]:
+    async with _writing(state) as session:
+        return await routing.queue_of(session, owner.account_id, team_id, datetime.now(UTC))
+
+
+@router.put(
+    "/agents/{user_id}", response_model=AgentOut, summary="An agent's presence, capacity, skills"
+)
+async def update_agent(user_id: int, body: AgentIn, owner: Owner, state: State) -> AgentOut:
+    async with _writing(state) as session:
+        agent = await routing.save_agent(
+            session, owner.account_id, user_id, body, datetime.now(UTC)
+        )
+        out = AgentOut.model_validate(agent)
+    await defer_routing()
+    return out
+
+
+@router.get("/escalation-rules", response_model=list[EscalationRuleOut], summary="Escalation rules")
+async def list_rules(owner: Owner, state: State) -> list[EscalationRuleOut]:
+    async with state.db.sessions() as session:
+        rules = await routing.list_escalation_rules(session, owner.account_id)
+    return [EscalationRuleOut.model_validate(rule) for rule in rules]
+
+
+@router.post(
+    "/escalation-rules",
+    response_model=EscalationRuleOut,
+    status_code=201,
+    summary="Notify, raise priority, reassign or move team before or at a breach",
+)
+async def create_rule(body: EscalationRuleIn, owner: Owner, state: State) -> EscalationRuleOut:
+    async with _writing(state) as session:
+        rule = await routing.save_escalation_rule(session, owner.account_id, body)
+        out = EscalationRuleOut.model_validate(rule)
+    await defer_routing()
+    return out
+
+
+@router.get(
+    "/conversations/{conversation_id}/routing",
+    response_model=RoutingOut,
+    summary="Its team, due times and place in the queue: why it is where it is",
+)
+async def conversation_routing(conversation_id: int, owner: Owner, state: State) -> RoutingOut:
+    async with _writing(state) as session:
+        return await routing.routing_of(
+            session, owner.account_id, conversation_id, datetime.now(UTC)
+        )
+
+
+@router.post(
+    "/conversations/{conversation_id}/assign",
+    response_model=ConversationOut,
+    summary="Assign to a person (or unassign with null)",
+)
+async def assign(
+    conversation_id: int, body: AssignIn, owner: Owner, state: State
+) -> ConversationOut:
+    async with _writing(state) as session:
+        conversation = await routing.assign_by_hand(
+            session, owner.account_id, conversation_id, body.user_id
+        )
+        return ConversationOut.model_validate(conversation)
+
+
+@router.post(
+    "/conversations/{conversation_id}/transfer",
+    response_model=ConversationOut,
+    summary="Move to another team",
+)
+async def transfer(
+    conversation_id: int, body: TransferIn, owner: Owner, state: State
+) -> ConversationOut:
+    async with _writing(state) as session:
+        conversation = await routing.transfer(
+            session, owner.account_id, conversation_id, body.team_id
+        )
+        out = ConversationOut.model_validate(conversation)
+    await defer_routing()
+    return out
+
+
+@router.get("/notifications", response_model=list[NotificationOut], summary="Notifications")
+async def notifications(owner: Owner, state: State) -> list[NotificationOut]:
+    async with state.db.sessions() as session:
+        found = await routing.list_notifications(session, owner.account_id)
+    return [NotificationOut.model_validate(one) for one in found]
+
+
+@router.get(
+    "/reports/sla",
+    response_model=SlaReport,
+    summary="Breaches per clock, and conversations resolved without an answer per reason",
+)
+async def sla_report(
+    owner: Owner,
+    state: State,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> SlaReport:
+    end = until or datetime.now(UTC)
+    start = since or end - timedelta(days=7)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ApiError(
+            422, "invalid", "times need a time zone", "since" if start.tzinfo is None else "until"
+        )
+    async with state.db.sessions() as session:
+        return await routing.sla_report(session, owner.account_id, start, end)

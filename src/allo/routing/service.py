@@ -1,0 +1,1003 @@
+"""Routing: the team and agent of each conversation, its SLA clocks and their timers, the
+out-of-hours acknowledgement, escalation, and the settings behind them.
+
+Conversations are routed from a queue in their own table: a conversation whose last message is
+newer than its `routed_at` waits to be read (`route_pending`), once triage has read its waiting
+messages or after `TRIAGE_GRACE`, so that triage never delays a clock or an assignment for long
+and a triage failure never blocks one. Each conversation is routed in a transaction of its own
+that holds the account's assignment lock: two workers never fill an agent's last place twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from allo.accounts.models import User
+from allo.channels.models import ChannelAccount
+from allo.conversations.models import Conversation, Message
+from allo.db.engine import Database
+from allo.routing import assignment, priority
+from allo.routing.calendars import BusinessCalendar
+from allo.routing.models import (
+    Agent,
+    EscalationRule,
+    Notification,
+    SlaEvent,
+    SlaPolicy,
+    SlaTimer,
+    Team,
+    TeamMember,
+)
+from allo.routing.schemas import (
+    AgentIn,
+    EscalationRuleIn,
+    QueueEntry,
+    RoutingOut,
+    SlaPolicyIn,
+    SlaReport,
+    TeamIn,
+)
+from allo.routing.sla import PRIORITIES, ClockState, Targets, running_clocks, targets_for
+
+# How long routing waits for triage to read a message before going without it.
+TRIAGE_GRACE = timedelta(seconds=15)
+ROUTE_BATCH = 200
+# What agents hold at once, per kind of channel, when their profile does not say.
+DEFAULT_CAPACITY = {"social": 8, "messaging": 4, "email": 10, "voice": 1}
+CHANNEL_KIND = {
+    "x": "social",
+    "facebook": "social",
+    "instagram": "social",
+    "messenger": "messaging",
+    "whatsapp": "messaging",
+    "webchat": "messaging",
+    "api": "messaging",
+    "email": "email",
+    "webform": "email",
+    "voice": "voice",
+}
+HOLDING_STATUSES = ("open", "pending")
+# The namespace of the account-wide assignment lock (pg_advisory_xact_lock(namespace, account)).
+ASSIGNMENT_LOCK = 0x616C6C6F
+# The handling time an out-of-hours acknowledgement assumes per conversation ahead in the queue.
+ACKNOWLEDGEMENT_HANDLE = timedelta(minutes=5)
+DUE_COLUMNS = {
+    "first_response": "first_response_due_at",
+    "next_response": "next_response_due_at",
+    "resolution": "resolution_due_at",
+}
+
+
+@dataclass(frozen=True)
+class WaitingTriage:
+    """What triage read in the messages the customer is waiting on."""
+
+    answerable: bool = True
+    urgent: bool = False
+    sentiment: float = 0.0
+    churn: bool = False
+    intents: frozenset[str] = frozenset()
+
+
+@dataclass
+class RouteReport:
+    routed: int = 0
+    assigned: int = 0
+    acknowledged: int = 0
+    teams: set[int] = field(default_factory=set)
+
+
+def calendar_of(team: Team | None) -> BusinessCalendar:
+    if team is None or team.calendar is None:
+        return BusinessCalendar.always_open()
+    return BusinessCalendar.from_json(team.calendar)
+
+
+async def route_pending(db: Database, now: datetime | None = None) -> RouteReport:
+    """Route every conversation waiting to be read, one transaction each."""
+    report = RouteReport()
+    while True:
+        moment = now or datetime.now(UTC)
+        async with db.sessions() as session:
+            ids = list(
+                await session.scalars(
+                    _unrouted(moment).limit(ROUTE_BATCH).with_only_columns(Conversation.id)
+                )
+            )
+        for conversation_id in ids:
+            async with db.transaction() as session:
+                conversation = await session.scalar(
+                    _unrouted(moment)
+                    .where(Conversation.id == conversation_id)
+                    .with_for_update(skip_locked=True)
+                )
+                if conversation is not None:
+                    await route(session, conversation, moment, report)
+        if len(ids) < ROUTE_BATCH:
+            break
+    for team_id in sorted(report.teams):
+        report.assigned += await fill(db, team_id, now or datetime.now(UTC))
+    return report
+
+
+async def fill(db: Database, team_id: int, now: datetime) -> int:
+    """Give the team's waiting conversations to its agents with room, first in the queue's
+    order first; how many were assigned."""
+    async with db.transaction() as session:
+        team = await session.get(Team, team_id)
+        if team is None:
+            return 0
+        await _lock_account(session, team.account_id)
+        assigned = 0
+        for conversation in await team_queue(session, team, now, unassigned_only=True):
+            if await assign(session, conversation, team, now) is not None:
+                assigned += 1
+        return assigned
+
+
+async def fill_all(db: Database, now: datetime) -> int:
+    """`fill` every team that has an agent online: capacity freed by a resolution or an agent
+    coming online is used at the next sweep."""
+    async with db.sessions() as session:
+        teams = list(
+            await session.scalars(
+                select(TeamMember.team_id)
+                .join(Agent, Agent.user_id == TeamMember.user_id)
+                .where(Agent.presence == "online")
+                .distinct()
+            )
+        )
+    return sum([await fill(db, team_id, now) for team_id in sorted(teams)])
+
+
+async def team_queue(
+    session: AsyncSession, team: Team, now: datetime, unassigned_only: bool = False
+) -> list[Conversation]:
+    """The team's open conversations where a customer waits for an answer, in the queue's
+    order (`routing.priority`). Assignment takes only those with a running response clock:
+    spam and messages that need no answer stay in the team's inbox, unassigned."""
+    query = select(Conversation).where(
+        Conversation.team_id == team.id,
+        Conversation.status == "open",
+        Conversation.waiting_since.is_not(None),
+    )
+    if unassigned_only:
+        query = query.where(
+            Conversation.assignee_id.is_(None),
+            (Conversation.first_response_due_at.is_not(None))
+            | (Conversation.next_response_due_at.is_not(None)),
+        )
+    conversations = {c.id: c for c in await session.scalars(query)}
+    ordered = priority.order([waiting_of(c) for c in conversations.values()], now)
+    return [conversations[one.conversation_id] for one in ordered]
+
+
+def _unrouted(now: datetime) -> Any:
+    untriaged = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.direction == "in",
+            Message.triaged_at.is_(None),
+            Message.received_at > now - TRIAGE_GRACE,
+        )
+        .exists()
+    )
+    return (
+        select(Conversation)
+        .where(
+            (Conversation.routed_at.is_(None))
+            | (Conversation.routed_at < Conversation.last_message_at),
+            ~untriaged,
+        )
+        .order_by(Conversation.id)
+    )
+
+
+async def pending_exists(session: AsyncSession) -> bool:
+    found = await session.scalar(
+        select(Conversation.id)
+        .where(
+            (Conversation.routed_at.is_(None))
+            | (Conversation.routed_at < Conversation.last_message_at)
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def route(
+    session: AsyncSession, conversation: Conversation, now: datetime, report: RouteReport
+) -> None:
+    """Read one conversation: team, priority, clocks, acknowledgement. Agents are given
+    conversations afterwards, team by team in the queue's order (`fill`)."""
+    await _lock_account(session, conversation.account_id)
+    triage = await waiting_triage(session, conversation)
+    team = await _team(session, conversation)
+    if triage.urgent and conversation.priority < PRIORITIES["urgent"]:
+        conversation.priority = PRIORITIES["urgent"]
+    await set_clocks(session, conversation, team, triage, now)
+    conversation.waiting_triage = {
+        "answerable": triage.answerable,
+        "urgent": triage.urgent,
+        "sentiment": triage.sentiment,
+        "churn": triage.churn,
+        "intents": sorted(triage.intents),
+    }
+    if team is not None:
+        report.teams.add(team.id)
+    if team is not None and await acknowledge(session, conversation, team, triage, now):
+        report.acknowledged += 1
+    conversation.routed_at = max(now, conversation.last_message_at)
+    report.routed += 1
+
+
+async def _lock_account(session: AsyncSession, account_id: int) -> None:
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:namespace, :account)"),
+        {"namespace": ASSIGNMENT_LOCK, "account": account_id},
+    )
+
+
+async def waiting_triage(session: AsyncSession, conversation: Conversation) -> WaitingTriage:
+    """Triage of the customer messages since the wait began (the latest ones when the customer
+    waits for nothing): answerable if any of them needs an answer and is not spam."""
+    since = conversation.waiting_since or conversation.last_inbound_at
+    if since is None:
+        return WaitingTriage(answerable=False)
+    rows = await session.scalars(
+        select(Message.triage).where(
+            Message.conversation_id == conversation.id,
+            Message.direction == "in",
+            Message.sent_at >= since,
+        )
+    )
+    read = [row for row in rows.all() if row is not None]
+    if not read:
+        return WaitingTriage()  # not read (yet, or triage failed): a customer is owed an answer
+    intents = frozenset(intent for row in read for intent in row.get("intents", []))
+    return WaitingTriage(
+        answerable=any(row.get("needs_answer") and not row.get("spam") for row in read),
+        urgent=any(row.get("urgent") for row in read),
+        sentiment=min(float(row.get("sentiment", {}).get("score", 0.0)) for row in read),
+        churn="churn" in intents,
+        intents=intents,
+    )
+
+
+async def _team(session: AsyncSession, conversation: Conversation) -> Team | None:
+    """The conversation's team, chosen once: the first team (by id) that answers its inbox and
+    takes its language, else the first that answers any inbox."""
+    if conversation.team_id is not None:
+        return await session.get(Team, conversation.team_id)
+    teams = list(
+        await session.scalars(
+            select(Team).where(Team.account_id == conversation.account_id).order_by(Team.id)
+        )
+    )
+
+    def speaks(team: Team) -> bool:
+        return not team.languages or conversation.language in team.languages
+
+    chosen = next(
+        (t for t in teams if conversation.channel_account_id in t.inbox_ids and speaks(t)),
+        None,
+    ) or next((t for t in teams if not t.inbox_ids and speaks(t)), None)
+    if chosen is not None:
+        conversation.team_id = chosen.id
+    return chosen
+
+
+async def _targets(session: AsyncSession, conversation: Conversation, team: Team | None) -> Targets:
+    if team is None or team.sla_policy_id is None:
+        return Targets()
+    policy = await session.get(SlaPolicy, team.sla_policy_id)
+    if policy is None:
+        return Targets()
+    return targets_for(
+        policy.targets, policy.channel_targets, conversation.priority, conversation.channel
+    )
+
+
+async def set_clocks(
+    session: AsyncSession,
+    conversation: Conversation,
+    team: Team | None,
+    triage: WaitingTriage,
+    now: datetime,
+) -> None:
+    """The due times of the running clocks, from the current policy and priority; the timers
+    are rewritten when a due time moved. A policy changed while clocks run therefore applies
+    to them at the next reading, counted from when each clock started."""
+    state = ClockState(
+        status=conversation.status,
+        created_at=conversation.created_at,
+        waiting_since=conversation.waiting_since,
+        first_response_at=conversation.first_response_at,
+        sla_paused_seconds=conversation.sla_paused_seconds,
+        answerable=triage.answerable,
+    )
+    clocks = running_clocks(state, await _targets(session, conversation, team), calendar_of(team))
+    wanted = {clock.kind: clock.due_at for clock in clocks}
+    current = {kind: getattr(conversation, column) for kind, column in DUE_COLUMNS.items()}
+    if all(wanted.get(kind) == current[kind] for kind in DUE_COLUMNS):
+        return
+    for kind, column in DUE_COLUMNS.items():
+        setattr(conversation, column, wanted.get(kind))
+    await session.execute(
+        delete(SlaTimer).where(
+            SlaTimer.conversation_id == conversation.id, SlaTimer.done_at.is_(None)
+        )
+    )
+    rules = await _rules(session, conversation.account_id, team)
+    timers = []
+    for clock in clocks:
+        common = {
+            "account_id": conversation.account_id,
+            "conversation_id": conversation.id,
+            "kind": clock.kind,
+            "clock_started_at": clock.started_at,
+            "due_at": clock.due_at,
+        }
+        timers.append({**common, "action": "breach", "rule_id": None, "fires_at": clock.due_at})
+        for rule in rules:
+            if rule.kind == clock.kind and rule.before_seconds > 0 and clock.due_at > now:
+                warn_at = max(now, clock.due_at - timedelta(seconds=rule.before_seconds))
+                timers.append({**common, "action": "warn", "rule_id": rule.id, "fires_at": warn_at})
+    if timers:
+        await session.execute(insert(SlaTimer), timers)
+
+
+async def _rules(session: AsyncSession, account_id: int, team: Team | None) -> list[EscalationRule]:
+    scope: ColumnElement[bool] = EscalationRule.team_id.is_(None)
+    if team is not None:
+        scope = scope | (EscalationRule.team_id == team.id)
+    rows = await session.scalars(
+        select(EscalationRule)
+        .where(EscalationRule.account_id == account_id, scope)
+        .order_by(EscalationRule.id)
+    )
+    return list(rows.all())
+
+
+async def assign(
+    session: AsyncSession,
+    conversation: Conversation,
+    team: Team,
+    now: datetime,
+    exclude: int | None = None,
+) -> int | None:
+    """Give the conversation to one of the team's agents by the team's strategy, within their
+    capacity for its kind of channel; None when nobody can take it now. The caller holds the
+    account's assignment lock."""
+    kind = CHANNEL_KIND.get(conversation.channel, "messaging")
+    loads = await agent_loads(session, team.id, kind)
+    loads = [load for load in loads if load.agent_id != exclude]
+    need = assignment.Need(
+        skills=_needed_skills(conversation, loads),
+        last_agent_id=await _last_agent(session, conversation)
+        if team.strategy == "sticky"
+        else None,
+    )
+    chosen = assignment.choose(team.strategy, loads, need, team.last_round_robin_user_id)
+    if chosen is None:
+        return None
+    conversation.assignee_id = chosen.agent_id
+    team.last_round_robin_user_id = chosen.agent_id
+    await session.execute(
+        update(Agent).where(Agent.user_id == chosen.agent_id).values(last_assigned_at=now)
+    )
+    return chosen.agent_id
+
+
+async def agent_loads(session: AsyncSession, team_id: int, kind: str) -> list[assignment.AgentLoad]:
+    channels = [name for name, of_kind in CHANNEL_KIND.items() if of_kind == kind]
+    holding = (
+        select(func.count())
+        .where(
+            Conversation.assignee_id == Agent.user_id,
+            Conversation.status.in_(HOLDING_STATUSES),
+            Conversation.channel.in_(channels),
+        )
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        select(Agent, holding)
+        .join(TeamMember, TeamMember.user_id == Agent.user_id)
+        .where(TeamMember.team_id == team_id)
+        .order_by(Agent.user_id)
+    )
+    return [
+        assignment.AgentLoad(
+            agent_id=agent.user_id,
+            online=agent.presence == "online",
+            capacity=int(agent.capacity.get(kind, DEFAULT_CAPACITY[kind])),
+            holding=int(held),
+            skills=frozenset(agent.skills),
+            last_assigned_at=agent.last_assigned_at,
+        )
+        for agent, held in rows.all()
+    ]
+
+
+def _needed_skills(
+    conversation: Conversation, loads: Sequence[assignment.AgentLoad]
+) -> frozenset[str]:
+    """The conversation's language and channel as skills, required only where someone in the
+    team has that skill: a team without French speakers still answers French."""
+    wanted = {f"channel:{conversation.channel}"}
+    if conversation.language:
+        wanted.add(f"lang:{conversation.language}")
+    offered = set().union(*(load.skills for load in loads)) if loads else set()
+    return frozenset(wanted & offered)
+
+
+async def _last_agent(session: AsyncSession, conversation: Conversation) -> int | None:
+    """Who last answered this contact, on any of their conversations."""
+    found: int | None = await session.scalar(
+        select(Message.author_user_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            Conversation.contact_id == conversation.contact_id,
+            Message.direction == "out",
+            Message.author_user_id.is_not(None),
+        )
+        .order_by(Message.sent_at.desc())
+        .limit(1)
+    )
+    return found
+
+
+async def acknowledge(
+    session: AsyncSession,
+    conversation: Conversation,
+    team: Team,
+    triage: WaitingTriage,
+    now: datetime,
+) -> bool:
+    """Out of business hours, tell the customer once per wait, in their channel and language,
+    when an answer can honestly be expected; never to spam or to an automated message (neither
+    is answerable). Stored as a queued outbound message: the outbox sends it."""
+    calendar = calendar_of(team)
+    waiting = conversation.waiting_since
+    if (
+        not team.acknowledgements
+        or waiting is None
+        or not triage.answerable
+        or calendar.is_open(now)
+        or (conversation.acknowledged_at is not None and conversation.acknowledged_at >= waiting)
+    ):
+        return False
+    template = team.acknowledgements.get(conversation.language or "") or next(
+        iter(team.acknowledgements.values())
+    )
+    expected = await expected_answer_at(session, team, calendar, now)
+    local = expected.astimezone(ZoneInfo(calendar.time_zone))
+    message_text = template.replace("{expected}", local.strftime("%Y-%m-%d %H:%M"))
+    session.add(
+        Message(
+            account_id=conversation.account_id,
+            conversation_id=conversation.id,
+            channel_account_id=conversation.channel_account_id,
+            direction="out",
+            visibility=conversation.visibility,
+            text=message_text,
+            author_name="Allo",
+            sent_at=now,
+            received_at=now,
+            delivery_status="queued",
+        )
+    )
+    conversation.acknowledged_at = now
+    return True
+
+
+async def expected_answer_at(
+    session: AsyncSession, team: Team, calendar: BusinessCalendar, now: datetime
+) -> datetime:
+    """When the team opens, plus the work already waiting shared by its agents, rounded up to
+    a quarter of an hour."""
+    waiting = await session.scalar(
+        select(func.count()).where(
+            Conversation.team_id == team.id,
+            Conversation.status == "open",
+            Conversation.waiting_since.is_not(None),
+        )
+    )
+    agents = await session.scalar(
+        select(func.count()).select_from(TeamMember).where(TeamMember.team_id == team.id)
+    )
+    backlog = ACKNOWLEDGEMENT_HANDLE * math.ceil(int(waiting or 0) / max(1, int(agents or 0)))
+    expected = (
+        calendar.add(calendar.next_open(now), backlog) if backlog else calendar.next_open(now)
+    )
+    quarter = 15 * 60
+    return datetime.fromtimestamp(math.ceil(expected.timestamp() / quarter) * quarter, UTC)
+
+
+# Escalation
+
+
+async def escalate(
+    session: AsyncSession,
+    conversation: Conversation,
+    rule: EscalationRule,
+    kind: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Carry out one escalation rule; what was done."""
+    team = await session.get(Team, conversation.team_id) if conversation.team_id else None
+    when = "breached" if rule.before_seconds == 0 else "about to breach"
+    if rule.action == "notify":
+        notify(session, conversation, team, "sla", f"{kind.replace('_', ' ')} {when}", now)
+        return {"notified": True}
+    if rule.action == "raise_priority":
+        conversation.priority = min(PRIORITIES["urgent"], conversation.priority + 1)
+        return {"priority": conversation.priority}
+    if rule.action == "reassign" and team is not None:
+        previous = conversation.assignee_id
+        conversation.assignee_id = None
+        await _lock_account(session, conversation.account_id)
+        chosen = await assign(session, conversation, team, now, exclude=previous)
+        if chosen is None:
+            conversation.assignee_id = previous
+        return {"from": previous, "to": chosen}
+    if rule.action == "move_team" and rule.target_team_id is not None:
+        conversation.team_id = rule.target_team_id
+        conversation.assignee_id = None
+        conversation.routed_at = None
+        return {"team": rule.target_team_id}
+    return {}
+
+
+def notify(
+    session: AsyncSession,
+    conversation: Conversation,
+    team: Team | None,
+    kind: str,
+    message: str,
+    now: datetime,
+) -> None:
+    """A notification for the assignee, or for the team when nobody holds the conversation."""
+    session.add(
+        Notification(
+            account_id=conversation.account_id,
+            user_id=conversation.assignee_id,
+            team_id=None if conversation.assignee_id else (team.id if team else None),
+            conversation_id=conversation.id,
+            kind=kind,
+            text=f"Conversation {conversation.id}: {message}",
+            created_at=now,
+        )
+    )
+
+
+# Agents
+
+
+async def release_offline_agents(session: AsyncSession, now: datetime) -> int:
+    """Unassign the open conversations of agents offline for longer than their team's grace,
+    and send them back to routing."""
+    result = await session.execute(
+        text(
+            """
+            UPDATE conversations c SET assignee_id = NULL, routed_at = NULL
+            FROM agents a, teams t
+            WHERE c.assignee_id = a.user_id AND c.team_id = t.id
+              AND c.status IN ('open', 'pending')
+              AND a.presence = 'offline'
+              AND a.presence_changed_at < :now - make_interval(secs => t.unassign_grace_seconds)
+            """
+        ),
+        {"now": now},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def waiting_of(conversation: Conversation) -> priority.Waiting:
+    """The conversation as the queue sees it: the earliest running response clock, and what
+    triage read in the messages waiting."""
+    dues = [
+        due
+        for due in (conversation.first_response_due_at, conversation.next_response_due_at)
+        if due is not None
+    ]
+    read = conversation.waiting_triage or {}
+    return priority.Waiting(
+        conversation_id=conversation.id,
+        waiting_since=conversation.waiting_since or conversation.last_message_at,
+        due_at=min(dues) if dues else None,
+        urgent=bool(read.get("urgent")),
+        sentiment=float(read.get("sentiment", 0.0)),
+        churn=bool(read.get("churn")),
+        priority=conversation.priority,
+    )
+
+
+async def record_breach(
+    session: AsyncSession, conversation: Conversation, timer: SlaTimer, now: datetime
+) -> bool:
+    """The breach of a clock, once per clock; False when it was already recorded."""
+    inserted = await session.execute(
+        upsert(SlaEvent)
+        .values(
+            account_id=conversation.account_id,
+            conversation_id=conversation.id,
+            team_id=conversation.team_id,
+            kind=timer.kind,
+            event="breached",
+            clock_started_at=timer.clock_started_at,
+            due_at=timer.due_at,
+            at=now,
+            details={"late_ms": round((now - timer.due_at).total_seconds() * 1000)},
+        )
+        .on_conflict_do_nothing(
+            index_elements=["conversation_id", "kind", "clock_started_at"],
+            index_where=text("event = 'breached'"),
+        )
+        .returning(SlaEvent.id)
+    )
+    return inserted.scalar() is not None
+
+
+# Settings and the API
+
+
+class RoutingError(ValueError):
+    """A request routing cannot carry out; `field` names the part of it that is wrong."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+def _not_found(what: str, key: int) -> RoutingError:
+    return RoutingError(f"no {what} {key} in this account", status=404)
+
+
+async def save_sla_policy(
+    session: AsyncSession, account_id: int, data: SlaPolicyIn, policy_id: int | None = None
+) -> SlaPolicy:
+    """Create or change a policy. A change applies to the running clocks of the conversations
+    of every team that uses it, counted from when each clock started."""
+    if policy_id is None:
+        policy = SlaPolicy(account_id=account_id)
+        session.add(policy)
+    else:
+        found = await session.get(SlaPolicy, policy_id)
+        if found is None or found.account_id != account_id:
+            raise _not_found("SLA policy", policy_id)
+        policy = found
+    policy.name = data.name
+    policy.targets = data.targets
+    policy.channel_targets = data.channel_targets
+    await _flush_unique(session, "name", f"a policy named {data.name!r} exists")
+    if policy_id is not None:
+        teams = select(Team.id).where(Team.sla_policy_id == policy.id)
+        await _reroute(session, Conversation.team_id.in_(teams))
+    return policy
+
+
+async def list_sla_policies(session: AsyncSession, account_id: int) -> list[SlaPolicy]:
+    rows = await session.scalars(
+        select(SlaPolicy).where(SlaPolicy.account_id == account_id).order_by(SlaPolicy.id)
+    )
+    return list(rows.all())
+
+
+async def save_team(
+    session: AsyncSession, account_id: int, data: TeamIn, team_id: int | None = None
+) -> tuple[Team, list[int]]:
+    """Create or change a team and set its members; its conversations are routed again (hours,
+    policy or strategy may have changed)."""
+    await _check_owned(session, account_id, data)
+    if team_id is None:
+        team = Team(account_id=account_id)
+        session.add(team)
+    else:
+        found = await session.get(Team, team_id)
+        if found is None or found.account_id != account_id:
+            raise _not_found("team", team_id)
+        team = found
+    for name in (
+        "name",
+        "strategy",
+        "calendar",
+        "sla_policy_id",
+        "inbox_ids",
+        "languages",
+        "unassign_grace_seconds",
+        "acknowledgements",
+    ):
+        setattr(team, name, getattr(data, name))
+    await _flush_unique(session, "name", f"a team named {data.name!r} exists")
+    await session.execute(delete(TeamMember).where(TeamMember.team_id == team.id))
+    members = sorted(set(data.member_ids))
+    if members:
+        await session.execute(
+            insert(TeamMember),
+            [{"team_id": team.id, "user_id": u, "account_id": account_id} for u in members],
+        )
+    for user_id in members:
+        await _agent(session, account_id, user_id)
+    if team_id is not None:
+        await _reroute(session, Conversation.team_id == team.id)
+    return team, members
+
+
+async def _check_owned(session: AsyncSession, account_id: int, data: TeamIn) -> None:
+    if data.sla_policy_id is not None:
+        policy = await session.get(SlaPolicy, data.sla_policy_id)
+        if policy is None or policy.account_id != account_id:
+            raise RoutingError(f"no SLA policy {data.sla_policy_id}", "sla_policy_id")
+    for ids, model, field_name in (
+        (data.inbox_ids, ChannelAccount, "inbox_ids"),
+        (data.member_ids, User, "member_ids"),
+    ):
+        if not ids:
+            continue
+        found = set(
+            await session.scalars(
+                select(model.id).where(model.id.in_(ids), model.account_id == account_id)
+            )
+        )
+        if missing := sorted(set(ids) - found):
+            raise RoutingError(f"not in this account: {missing}", field_name)
+
+
+async def _flush_unique(session: AsyncSession, field_name: str, message: str) -> None:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError as error:
+        raise RoutingError(message, field_name, status=409) from error
+
+
+async def _reroute(session: AsyncSession, which: ColumnElement[bool]) -> None:
+    await session.execute(
+        update(Conversation)
+        .where(which, Conversation.status != "resolved")
+        .values(routed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def list_teams(session: AsyncSession, account_id: int) -> list[tuple[Team, list[int]]]:
+    teams = list(
+        await session.scalars(select(Team).where(Team.account_id == account_id).order_by(Team.id))
+    )
+    rows = await session.execute(
+        select(TeamMember.team_id, TeamMember.user_id).where(TeamMember.account_id == account_id)
+    )
+    members: dict[int, list[int]] = {}
+    for team_id, user_id in rows.all():
+        members.setdefault(team_id, []).append(user_id)
+    return [(team, sorted(members.get(team.id, []))) for team in teams]
+
+
+async def _agent(session: AsyncSession, account_id: int, user_id: int) -> Agent:
+    agent = await session.get(Agent, user_id)
+    if agent is None:
+        agent = Agent(
+            user_id=user_id,
+            account_id=account_id,
+            presence="offline",
+            presence_changed_at=datetime.now(UTC),
+            capacity={},
+            skills=[],
+        )
+        session.add(agent)
+        await session.flush()
+    return agent
+
+
+async def save_agent(
+    session: AsyncSession, account_id: int, user_id: int, data: AgentIn, now: datetime
+) -> Agent:
+    """Change an agent's presence, capacity or skills. Going offline starts the grace period
+    after which their conversations go back to the queue (`release_offline_agents`)."""
+    user = await session.get(User, user_id)
+    if user is None or user.account_id != account_id:
+        raise _not_found("user", user_id)
+    agent = await _agent(session, account_id, user_id)
+    if data.presence is not None and data.presence != agent.presence:
+        agent.presence = data.presence
+        agent.presence_changed_at = now
+    if data.capacity is not None:
+        agent.capacity = data.capacity
+    if data.skills is not None:
+        agent.skills = sorted(set(data.skills))
+    return agent
+
+
+async def remove_agent(session: AsyncSession, account_id: int, user_id: int) -> int:
+    """Take a user out of routing: out of every team, their open conversations back to the
+    queue. How many conversations were released."""
+    await session.execute(
+        delete(TeamMember).where(TeamMember.user_id == user_id, TeamMember.account_id == account_id)
+    )
+    await session.execute(
+        delete(Agent).where(Agent.user_id == user_id, Agent.account_id == account_id)
+    )
+    result = await session.execute(
+        update(Conversation)
+        .where(
+            Conversation.account_id == account_id,
+            Conversation.assignee_id == user_id,
+            Conversation.status != "resolved",
+        )
+        .values(assignee_id=None, routed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def save_escalation_rule(
+    session: AsyncSession, account_id: int, data: EscalationRuleIn
+) -> EscalationRule:
+    for team_id, field_name in ((data.team_id, "team_id"), (data.target_team_id, "target_team_id")):
+        if team_id is not None:
+            team = await session.get(Team, team_id)
+            if team is None or team.account_id != account_id:
+                raise RoutingError(f"no team {team_id} in this account", field_name)
+    if data.action == "move_team" and data.target_team_id is None:
+        raise RoutingError("move_team needs a target_team_id", "target_team_id")
+    rule = EscalationRule(account_id=account_id, **data.model_dump())
+    session.add(rule)
+    await session.flush()
+    scope = Conversation.account_id == account_id
+    if data.team_id is not None:
+        scope = scope & (Conversation.team_id == data.team_id)
+    await _reroute(session, scope)
+    return rule
+
+
+async def list_escalation_rules(session: AsyncSession, account_id: int) -> list[EscalationRule]:
+    rows = await session.scalars(
+        select(EscalationRule)
+        .where(EscalationRule.account_id == account_id)
+        .order_by(EscalationRule.id)
+    )
+    return list(rows.all())
+
+
+async def _conversation(
+    session: AsyncSession, account_id: int, conversation_id: int, lock: bool = False
+) -> Conversation:
+    conversation = await session.get(Conversation, conversation_id, with_for_update=lock)
+    if conversation is None or conversation.account_id != account_id:
+        raise _not_found("conversation", conversation_id)
+    return conversation
+
+
+async def assign_by_hand(
+    session: AsyncSession, account_id: int, conversation_id: int, user_id: int | None
+) -> Conversation:
+    """Manual assignment (or unassignment, with None); capacity does not stop a person."""
+    conversation = await _conversation(session, account_id, conversation_id, lock=True)
+    if user_id is not None:
+        user = await session.get(User, user_id)
+        if user is None or user.account_id != account_id:
+            raise RoutingError(f"no user {user_id} in this account", "user_id")
+    conversation.assignee_id = user_id
+    return conversation
+
+
+async def transfer(
+    session: AsyncSession, account_id: int, conversation_id: int, team_id: int
+) -> Conversation:
+    """Move a conversation to another team: unassigned there, routed again (its clocks follow
+    the new team's hours and policy)."""
+    conversation = await _conversation(session, account_id, conversation_id, lock=True)
+    team = await session.get(Team, team_id)
+    if team is None or team.account_id != account_id:
+        raise RoutingError(f"no team {team_id} in this account", "team_id")
+    conversation.team_id = team_id
+    conversation.assignee_id = None
+    conversation.routed_at = None
+    return conversation
+
+
+async def routing_of(
+    session: AsyncSession, account_id: int, conversation_id: int, now: datetime
+) -> RoutingOut:
+    """Where the conversation stands: its team, due times, and its place in the team's queue
+    with the reasons for it ("why is this first")."""
+    conversation = await _conversation(session, account_id, conversation_id)
+    team = await session.get(Team, conversation.team_id) if conversation.team_id else None
+    position = None
+    if team is not None:
+        queue = await team_queue(session, team, now)
+        ids = [c.id for c in queue]
+        position = ids.index(conversation.id) + 1 if conversation.id in ids else None
+    reasons = priority.rank(waiting_of(conversation), now, priority.PriorityWeights()).reasons
+    return RoutingOut(
+        conversation_id=conversation.id,
+        team_id=conversation.team_id,
+        assignee_id=conversation.assignee_id,
+        priority=conversation.priority,
+        first_response_due_at=conversation.first_response_due_at,
+        next_response_due_at=conversation.next_response_due_at,
+        resolution_due_at=conversation.resolution_due_at,
+        position=position,
+        reasons=list(reasons),
+    )
+
+
+async def queue_of(
+    session: AsyncSession, account_id: int, team_id: int, now: datetime
+) -> list[QueueEntry]:
+    team = await session.get(Team, team_id)
+    if team is None or team.account_id != account_id:
+        raise _not_found("team", team_id)
+    weights = priority.PriorityWeights()
+    entries = []
+    for conversation in await team_queue(session, team, now):
+        waiting = waiting_of(conversation)
+        entries.append(
+            QueueEntry(
+                conversation_id=conversation.id,
+                assignee_id=conversation.assignee_id,
+                priority=conversation.priority,
+                waiting_since=conversation.waiting_since,
+                due_at=waiting.due_at,
+                reasons=list(priority.rank(waiting, now, weights).reasons),
+            )
+        )
+    return entries
+
+
+async def list_notifications(
+    session: AsyncSession, account_id: int, limit: int = 100
+) -> list[Notification]:
+    rows = await session.scalars(
+        select(Notification)
+        .where(Notification.account_id == account_id)
+        .order_by(Notification.created_at.desc(), Notification.id.desc())
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def sla_report(
+    session: AsyncSession, account_id: int, since: datetime, until: datetime
+) -> SlaReport:
+    """Breaches per clock, and conversations resolved without an answer per reason given."""
+    breaches = await session.execute(
+        select(SlaEvent.kind, func.count())
+        .where(
+            SlaEvent.account_id == account_id,
+            SlaEvent.event == "breached",
+            SlaEvent.at >= since,
+            SlaEvent.at < until,
+        )
+        .group_by(SlaEvent.kind)
+    )
+    unanswered = await session.execute(
+        select(Conversation.unanswered_reason, func.count())
+        .where(
+            Conversation.account_id == account_id,
+            Conversation.unanswered_reason.is_not(None),
+            Conversation.resolved_at >= since,
+            Conversation.resolved_at < until,
+        )
+        .group_by(Conversation.unanswered_reason)
+    )
+    return SlaReport(
+        since=since,
+        until=until,
+        breaches={str(kind): int(count) for kind, count in breaches.all()},
+        resolved_without_answer={str(reason): int(count) for reason, count in unanswered.all()},
+    )
