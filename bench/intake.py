@@ -27,7 +27,6 @@ import json
 import os
 import re
 import resource
-import secrets
 import shlex
 import shutil
 import signal
@@ -40,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,13 +47,12 @@ from typing import Any
 import psutil
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from allo.accounts import service as accounts
 from allo.channels import service as channels
 from allo.db import migrate
-from allo.db.embedded import EmbeddedPostgres
 from allo.db.engine import connect, libpq_url
+from databases import Target, embedded_database, server_database
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -381,42 +379,6 @@ def own_cpu() -> float:
 
 
 # --- databases -------------------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    name: str
-    url: str
-    postgres: dict[str, str] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def embedded_database() -> Iterator[Target]:
-    folder = Path(tempfile.mkdtemp(prefix="allo-b-", dir="/tmp"))
-    server: EmbeddedPostgres | None = None
-    try:
-        server = EmbeddedPostgres(folder)
-        yield Target("embedded", server.url)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def server_database(server_url: str) -> Iterator[Target]:
-    name = f"allo_bench_{secrets.token_hex(4)}"
-    admin = libpq_url(server_url)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-        yield Target("server", url)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def postgres_facts(url: str) -> tuple[dict[str, str], int]:

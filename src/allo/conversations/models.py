@@ -37,12 +37,8 @@ class Conversation(Timestamped, Base):
         Index("ix_conversations_thread", "channel_account_id", "thread_key"),
         Index("ix_conversations_private", "channel_account_id", "contact_id", "visibility"),
         Index("ix_conversations_labels", "labels", postgresql_using="gin"),
-        # Routing's queue: conversations with a message routing has not read yet.
-        Index(
-            "ix_conversations_unrouted",
-            "id",
-            postgresql_where=text("routed_at IS NULL OR routed_at < last_message_at"),
-        ),
+        # Routing's queue: conversations with a change routing has not read yet.
+        Index("ix_conversations_unrouted", "id", postgresql_where=text("routed_at IS NULL")),
         Index("ix_conversations_team_waiting", "team_id", "status", "waiting_since"),
         Index("ix_conversations_assignee", "assignee_id", "status"),
     )

@@ -362,8 +362,9 @@ class Threads:
             self.session, Conversation, [t.row() for t in self.threads.values() if t.new]
         )
         await bulk.insert_rows(self.session, Message, self.new_messages)
+        # A conversation with a new message waits for routing to read it (routed_at null).
         changed = [
-            {"id": t.id, **{name: getattr(t, name) for name in STATE_COLUMNS}}
+            {"id": t.id, "routed_at": None, **{name: getattr(t, name) for name in STATE_COLUMNS}}
             for t in self.threads.values()
             if t.changed and not t.new
         ]

@@ -1,8 +1,9 @@
 """Routing: the team and agent of each conversation, its SLA clocks and their timers, the
 out-of-hours acknowledgement, escalation, and the settings behind them.
 
-Conversations are routed from a queue in their own table: a conversation whose last message is
-newer than its `routed_at` waits to be read (`route_pending`), once triage has read its waiting
+Conversations are routed from a queue in their own table: a conversation whose `routed_at` is
+null (intake clears it with each new message, status changes and triage too) waits to be read
+(`route_pending`), once triage has read its waiting
 messages or after `TRIAGE_GRACE`, so that triage never delays a clock or an assignment for long
 and a triage failure never blocks one. Each conversation is routed in a transaction of its own
 that holds the account's assignment lock: two workers never fill an agent's last place twice.
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -48,7 +49,14 @@ from allo.routing.schemas import (
     SlaReport,
     TeamIn,
 )
-from allo.routing.sla import PRIORITIES, ClockState, Targets, running_clocks, targets_for
+from allo.routing.sla import (
+    PAUSED_STATUSES,
+    PRIORITIES,
+    ClockState,
+    Targets,
+    running_clocks,
+    targets_for,
+)
 
 # How long routing waits for triage to read a message before going without it.
 TRIAGE_GRACE = timedelta(seconds=15)
@@ -139,9 +147,30 @@ async def fill(db: Database, team_id: int, now: datetime) -> int:
         if team is None:
             return 0
         await _lock_account(session, team.account_id)
+        # The agents' loads are read once per kind of channel and kept up to date here, so a
+        # long queue with every agent full costs one read, not one per conversation.
+        loads: dict[str, list[assignment.AgentLoad]] = {}
         assigned = 0
         for conversation in await team_queue(session, team, now, unassigned_only=True):
-            if await assign(session, conversation, team, now) is not None:
+            kind = CHANNEL_KIND.get(conversation.channel, "messaging")
+            if kind not in loads:
+                loads[kind] = await agent_loads(session, team.id, kind)
+            if not any(load.has_room for load in loads[kind]):
+                continue
+            chosen = await _choose_agent(session, conversation, team, loads[kind], now)
+            if chosen is not None:
+                await session.execute(
+                    update(Conversation)
+                    .where(Conversation.id == conversation.id)
+                    .values(assignee_id=chosen)
+                    .execution_options(synchronize_session=False)
+                )
+                loads[kind] = [
+                    replace(load, holding=load.holding + 1, last_assigned_at=now)
+                    if load.agent_id == chosen
+                    else load
+                    for load in loads[kind]
+                ]
                 assigned += 1
         return assigned
 
@@ -161,13 +190,50 @@ async def fill_all(db: Database, now: datetime) -> int:
     return sum([await fill(db, team_id, now) for team_id in sorted(teams)])
 
 
+class QueueFields(Protocol):
+    """What the queue reads of a conversation (a stored one, or a row of `team_queue`)."""
+
+    id: int
+    channel: str
+    language: str | None
+    contact_id: int
+    assignee_id: int | None
+    priority: int
+    waiting_since: datetime | None
+    last_message_at: datetime
+    first_response_due_at: datetime | None
+    next_response_due_at: datetime | None
+    waiting_triage: dict[str, Any] | None
+
+
+@dataclass
+class Queued:
+    """A conversation in a team's queue: only the columns the order and assignment read, so
+    a queue of thousands is read in milliseconds."""
+
+    id: int
+    channel: str
+    language: str | None
+    contact_id: int
+    assignee_id: int | None
+    priority: int
+    waiting_since: datetime | None
+    last_message_at: datetime
+    first_response_due_at: datetime | None
+    next_response_due_at: datetime | None
+    waiting_triage: dict[str, Any] | None
+
+
+QUEUED_COLUMNS = [getattr(Conversation, name) for name in Queued.__dataclass_fields__]
+
+
 async def team_queue(
     session: AsyncSession, team: Team, now: datetime, unassigned_only: bool = False
-) -> list[Conversation]:
+) -> list[Queued]:
     """The team's open conversations where a customer waits for an answer, in the queue's
     order (`routing.priority`). Assignment takes only those with a running response clock:
     spam and messages that need no answer stay in the team's inbox, unassigned."""
-    query = select(Conversation).where(
+    query = select(*QUEUED_COLUMNS).where(
         Conversation.team_id == team.id,
         Conversation.status == "open",
         Conversation.waiting_since.is_not(None),
@@ -178,9 +244,10 @@ async def team_queue(
             (Conversation.first_response_due_at.is_not(None))
             | (Conversation.next_response_due_at.is_not(None)),
         )
-    conversations = {c.id: c for c in await session.scalars(query)}
-    ordered = priority.order([waiting_of(c) for c in conversations.values()], now)
-    return [conversations[one.conversation_id] for one in ordered]
+    rows = await session.execute(query)
+    queued = {row.id: Queued(*row) for row in rows.all()}
+    ordered = priority.order([waiting_of(one) for one in queued.values()], now)
+    return [queued[one.conversation_id] for one in ordered]
 
 
 def _unrouted(now: datetime) -> Any:
@@ -196,23 +263,14 @@ def _unrouted(now: datetime) -> Any:
     )
     return (
         select(Conversation)
-        .where(
-            (Conversation.routed_at.is_(None))
-            | (Conversation.routed_at < Conversation.last_message_at),
-            ~untriaged,
-        )
+        .where(Conversation.routed_at.is_(None), ~untriaged)
         .order_by(Conversation.id)
     )
 
 
 async def pending_exists(session: AsyncSession) -> bool:
     found = await session.scalar(
-        select(Conversation.id)
-        .where(
-            (Conversation.routed_at.is_(None))
-            | (Conversation.routed_at < Conversation.last_message_at)
-        )
-        .limit(1)
+        select(Conversation.id).where(Conversation.routed_at.is_(None)).limit(1)
     )
     return found is not None
 
@@ -227,6 +285,11 @@ async def route(
     team = await _team(session, conversation)
     if triage.urgent and conversation.priority < PRIORITIES["urgent"]:
         conversation.priority = PRIORITIES["urgent"]
+    if conversation.sla_paused_at is not None and conversation.status not in PAUSED_STATUSES:
+        # Back from pending or snoozed: the pause, in business time, extends the resolution.
+        paused = calendar_of(team).elapsed(conversation.sla_paused_at, now)
+        conversation.sla_paused_seconds += round(paused.total_seconds())
+        conversation.sla_paused_at = None
     await set_clocks(session, conversation, team, triage, now)
     conversation.waiting_triage = {
         "answerable": triage.answerable,
@@ -239,7 +302,7 @@ async def route(
         report.teams.add(team.id)
     if team is not None and await acknowledge(session, conversation, team, triage, now):
         report.acknowledged += 1
-    conversation.routed_at = max(now, conversation.last_message_at)
+    conversation.routed_at = now
     report.routed += 1
 
 
@@ -383,7 +446,21 @@ async def assign(
     account's assignment lock."""
     kind = CHANNEL_KIND.get(conversation.channel, "messaging")
     loads = await agent_loads(session, team.id, kind)
-    loads = [load for load in loads if load.agent_id != exclude]
+    others = [load for load in loads if load.agent_id != exclude]
+    chosen = await _choose_agent(session, conversation, team, others, now)
+    if chosen is not None:
+        conversation.assignee_id = chosen
+    return chosen
+
+
+async def _choose_agent(
+    session: AsyncSession,
+    conversation: QueueFields,
+    team: Team,
+    loads: Sequence[assignment.AgentLoad],
+    now: datetime,
+) -> int | None:
+    """The agent the team's strategy picks (their last assignment time is set), or None."""
     need = assignment.Need(
         skills=_needed_skills(conversation, loads),
         last_agent_id=await _last_agent(session, conversation)
@@ -393,7 +470,6 @@ async def assign(
     chosen = assignment.choose(team.strategy, loads, need, team.last_round_robin_user_id)
     if chosen is None:
         return None
-    conversation.assignee_id = chosen.agent_id
     team.last_round_robin_user_id = chosen.agent_id
     await session.execute(
         update(Agent).where(Agent.user_id == chosen.agent_id).values(last_assigned_at=now)
@@ -432,7 +508,7 @@ async def agent_loads(session: AsyncSession, team_id: int, kind: str) -> list[as
 
 
 def _needed_skills(
-    conversation: Conversation, loads: Sequence[assignment.AgentLoad]
+    conversation: QueueFields, loads: Sequence[assignment.AgentLoad]
 ) -> frozenset[str]:
     """The conversation's language and channel as skills, required only where someone in the
     team has that skill: a team without French speakers still answers French."""
@@ -443,7 +519,7 @@ def _needed_skills(
     return frozenset(wanted & offered)
 
 
-async def _last_agent(session: AsyncSession, conversation: Conversation) -> int | None:
+async def _last_agent(session: AsyncSession, conversation: QueueFields) -> int | None:
     """Who last answered this contact, on any of their conversations."""
     found: int | None = await session.scalar(
         select(Message.author_user_id)
@@ -605,7 +681,7 @@ async def release_offline_agents(session: AsyncSession, now: datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def waiting_of(conversation: Conversation) -> priority.Waiting:
+def waiting_of(conversation: QueueFields) -> priority.Waiting:
     """The conversation as the queue sees it: the earliest running response clock, and what
     triage read in the messages waiting."""
     dues = [

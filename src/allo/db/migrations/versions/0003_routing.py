@@ -385,7 +385,7 @@ def upgrade() -> None:
         "conversations",
         ["id"],
         unique=False,
-        postgresql_where=sa.text("routed_at IS NULL OR routed_at < last_message_at"),
+        postgresql_where=sa.text("routed_at IS NULL"),
     )
 
 
@@ -393,7 +393,7 @@ def downgrade() -> None:
     op.drop_index(
         "ix_conversations_unrouted",
         table_name="conversations",
-        postgresql_where=sa.text("routed_at IS NULL OR routed_at < last_message_at"),
+        postgresql_where=sa.text("routed_at IS NULL"),
     )
     op.drop_index("ix_conversations_team_waiting", table_name="conversations")
     op.drop_index("ix_conversations_assignee", table_name="conversations")
