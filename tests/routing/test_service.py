@@ -4,6 +4,7 @@ capacity, out-of-hours acknowledgements, and the faults the issue names."""
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -13,8 +14,10 @@ from allo.conversations import service as conversations_service
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.routing import service as routing
-from allo.routing.models import SlaTimer
+from allo.routing.models import SlaTimer, Team
+from allo.routing.priority import order
 from allo.routing.schemas import AgentIn, SlaPolicyIn
+from allo.routing.service import Queued
 from allo.settings import Settings
 from allo.triage import service as triage
 from allo.triage.assessor import Assessor
@@ -402,3 +405,39 @@ async def test_round_robin_takes_agents_in_turn(
         await route(db)
     held = [c.assignee_id for c in await conversations(db)]
     assert held == desk.agents * 2
+
+
+async def test_the_database_orders_the_queue_exactly_as_the_priority_rules_do(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
+) -> None:
+    await arrive(client, db, settings, tenant, *[(f"m{i}", f"c{i}") for i in range(40)])
+    await route(db)
+    generator = random.Random(3)
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        for conversation in (await session.scalars(select(Conversation))).all():
+            due = now + timedelta(minutes=generator.uniform(-90, 90))
+            conversation.assignee_id = None
+            conversation.priority = generator.choice([-1, 0, 0, 1, 2])
+            conversation.first_response_due_at = None if generator.random() < 0.15 else due
+            conversation.next_response_due_at = (
+                now + timedelta(minutes=generator.uniform(-30, 60))
+                if generator.random() < 0.3
+                else None
+            )
+            conversation.waiting_triage = {
+                "urgent": generator.random() < 0.2,
+                "sentiment": generator.choice([-0.9, -0.5, 0.0, 0.6]),
+                "churn": generator.random() < 0.2,
+            }
+            routing.set_queue_place(conversation)
+    async with db.sessions() as session:
+        team = await session.get(Team, desk.team_id)
+        assert team is not None
+        in_sql = [c.id for c in await routing.team_queue(session, team, now)]
+        head_first = [c.id async for c in routing.assignable(session, team, now)]
+        stored = (await session.scalars(select(Conversation))).all()
+    waiting = order([Queued.of(c).waiting() for c in stored], now)
+    assert in_sql == [w.conversation_id for w in waiting] and len(in_sql) == 40
+    # What assignment reads: the same order, without the conversations off the clock.
+    assert head_first == [w.conversation_id for w in waiting if w.due_at is not None]

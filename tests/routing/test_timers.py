@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from allo.conversations.models import Conversation
 from allo.db.engine import Database
@@ -181,3 +181,18 @@ async def test_escalation_can_reassign_to_another_agent_at_the_breach(
     assert conversation.assignee_id in desk.agents and conversation.assignee_id != first_agent
     escalated = (await events(db, "escalated"))[0]
     assert escalated.details["from"] == first_agent
+
+
+async def test_a_warning_is_given_once_per_clock_even_when_the_conversation_is_routed_again(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
+) -> None:
+    await add_rule(db, tenant, kind="first_response", before_seconds=600, action="notify")
+    start = datetime.now(UTC)
+    await arrive(client, db, settings, tenant, ("m1", "c1"), sent_at=start)
+    await route(db, start)
+    await timers.fire_due(db, start + timedelta(minutes=21))
+    async with db.transaction() as session:
+        await session.execute(update(Conversation).values(routed_at=None))
+    await routing.route_pending(db, start + timedelta(minutes=22))
+    await timers.fire_due(db, start + timedelta(minutes=23))
+    assert [e.event for e in await events(db)] == ["warned", "escalated"]

@@ -40,6 +40,24 @@ class Conversation(Timestamped, Base):
         # Routing's queue: conversations with a change routing has not read yet.
         Index("ix_conversations_unrouted", "id", postgresql_where=text("routed_at IS NULL")),
         Index("ix_conversations_team_waiting", "team_id", "status", "waiting_since"),
+        # The head of a team's queue of unassigned conversations on the clock: those still on
+        # time by deadline, the overdue ones by due time.
+        Index(
+            "ix_conversations_team_queue",
+            "team_id",
+            "queue_deadline",
+            postgresql_where=text(
+                "status = 'open' AND assignee_id IS NULL AND response_due_at IS NOT NULL"
+            ),
+        ),
+        Index(
+            "ix_conversations_team_overdue",
+            "team_id",
+            "response_due_at",
+            postgresql_where=text(
+                "status = 'open' AND assignee_id IS NULL AND response_due_at IS NOT NULL"
+            ),
+        ),
         Index("ix_conversations_assignee", "assignee_id", "status"),
     )
 
@@ -97,6 +115,10 @@ class Conversation(Timestamped, Base):
     routed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     unanswered_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The earliest running response clock, and that due time brought forward by triage's and
+    # the priority's credits: the queue is sorted by these (allo.routing.priority).
+    response_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    queue_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # What triage read in the messages the customer waits on (urgent, sentiment, churn…), as
     # routing last saw it: the queue's order reads it without going through every message.
     waiting_triage: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)

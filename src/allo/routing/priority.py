@@ -77,24 +77,31 @@ def credits(waiting: Waiting, weights: PriorityWeights) -> list[tuple[str, timed
     return [(reason, amount) for reason, amount in found if amount > timedelta(0)]
 
 
-def rank(waiting: Waiting, now: datetime, weights: PriorityWeights) -> Rank:
+def place(
+    waiting: Waiting, now: datetime, weights: PriorityWeights
+) -> tuple[int, float, float, int]:
+    """The conversation's sort key in the queue (smaller first)."""
     arrived = waiting.waiting_since.timestamp()
     if waiting.due_at is None:
-        return Rank((NO_CLOCK, arrived, arrived, waiting.conversation_id), ("no SLA clock",))
-    due = waiting.due_at.timestamp()
+        return (NO_CLOCK, arrived, arrived, waiting.conversation_id)
     if waiting.due_at <= now:
+        return (OVERDUE, waiting.due_at.timestamp(), arrived, waiting.conversation_id)
+    return (ON_TIME, deadline(waiting, weights), arrived, waiting.conversation_id)
+
+
+def rank(waiting: Waiting, now: datetime, weights: PriorityWeights) -> Rank:
+    """The conversation's place and the reasons for it."""
+    key = place(waiting, now, weights)
+    if waiting.due_at is None:
+        return Rank(key, ("no SLA clock",))
+    if key[0] == OVERDUE:
         late = _minutes(now - waiting.due_at)
-        return Rank(
-            (OVERDUE, due, arrived, waiting.conversation_id),
-            (f"overdue by {late}: after those still on time, most overdue first",),
-        )
+        return Rank(key, (f"overdue by {late}: after those still on time, most overdue first",))
     reasons = [f"due in {_minutes(waiting.due_at - now)}"]
     reasons += [
         f"{reason}: {_minutes(amount)} earlier" for reason, amount in credits(waiting, weights)
     ]
-    return Rank(
-        (ON_TIME, deadline(waiting, weights), arrived, waiting.conversation_id), tuple(reasons)
-    )
+    return Rank(key, tuple(reasons))
 
 
 def deadline(waiting: Waiting, weights: PriorityWeights) -> float:
@@ -109,7 +116,7 @@ def order(
 ) -> list[Waiting]:
     """The queue, first to answer first."""
     weights = weights or PriorityWeights()
-    return sorted(waiting, key=lambda one: rank(one, now, weights).key)
+    return sorted(waiting, key=lambda one: place(one, now, weights))
 
 
 def _minutes(span: timedelta) -> str:

@@ -12,13 +12,14 @@ that holds the account's assignment lock: two workers never fill an agent's last
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import DateTime, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +41,7 @@ from allo.routing.models import (
     Team,
     TeamMember,
 )
+from allo.routing.priority import Waiting
 from allo.routing.schemas import (
     AgentIn,
     EscalationRuleIn,
@@ -76,6 +78,9 @@ CHANNEL_KIND = {
     "voice": "voice",
 }
 HOLDING_STATUSES = ("open", "pending")
+KINDS = ("social", "messaging", "email", "voice")
+# Conversations read from the head of the queue at a time when filling agents' places.
+FILL_PAGE = 10
 # The namespace of the account-wide assignment lock (pg_advisory_xact_lock(namespace, account)).
 ASSIGNMENT_LOCK = 0x616C6C6F
 # The handling time an out-of-hours acknowledgement assumes per conversation ahead in the queue.
@@ -149,16 +154,23 @@ async def fill(db: Database, team_id: int, now: datetime) -> int:
         await _lock_account(session, team.account_id)
         # The agents' loads are read once per kind of channel and kept up to date here, so a
         # long queue with every agent full costs one read, not one per conversation.
-        loads: dict[str, list[assignment.AgentLoad]] = {}
+        loads = await team_loads(session, team.id)
+        places = {
+            kind: sum(max(0, load.capacity - load.holding) for load in loads[kind] if load.online)
+            for kind in KINDS
+        }
         assigned = 0
-        for conversation in await team_queue(session, team, now, unassigned_only=True):
-            kind = CHANNEL_KIND.get(conversation.channel, "messaging")
-            if kind not in loads:
-                loads[kind] = await agent_loads(session, team.id, kind)
-            if not any(load.has_room for load in loads[kind]):
-                continue
-            chosen = await _choose_agent(session, conversation, team, loads[kind], now)
-            if chosen is not None:
+        async with aclosing(assignable(session, team, now)) as queue:
+            async for conversation in queue:
+                if not any(count > 0 for count in places.values()):
+                    break
+                kind = CHANNEL_KIND.get(conversation.channel, "messaging")
+                if places[kind] <= 0:
+                    continue
+                chosen = await _choose_agent(session, conversation, team, loads[kind], now)
+                if chosen is None:
+                    continue
+                conversation.assignee_id = chosen
                 await session.execute(
                     update(Conversation)
                     .where(Conversation.id == conversation.id)
@@ -171,6 +183,7 @@ async def fill(db: Database, team_id: int, now: datetime) -> int:
                     else load
                     for load in loads[kind]
                 ]
+                places[kind] -= 1
                 assigned += 1
         return assigned
 
@@ -190,26 +203,10 @@ async def fill_all(db: Database, now: datetime) -> int:
     return sum([await fill(db, team_id, now) for team_id in sorted(teams)])
 
 
-class QueueFields(Protocol):
-    """What the queue reads of a conversation (a stored one, or a row of `team_queue`)."""
-
-    id: int
-    channel: str
-    language: str | None
-    contact_id: int
-    assignee_id: int | None
-    priority: int
-    waiting_since: datetime | None
-    last_message_at: datetime
-    first_response_due_at: datetime | None
-    next_response_due_at: datetime | None
-    waiting_triage: dict[str, Any] | None
-
-
 @dataclass
 class Queued:
-    """A conversation in a team's queue: only the columns the order and assignment read, so
-    a queue of thousands is read in milliseconds."""
+    """A conversation as the queue reads it: only the columns its order and assignment need,
+    so a queue of thousands is read in milliseconds."""
 
     id: int
     channel: str
@@ -221,33 +218,117 @@ class Queued:
     last_message_at: datetime
     first_response_due_at: datetime | None
     next_response_due_at: datetime | None
-    waiting_triage: dict[str, Any] | None
+    urgent: bool
+    sentiment: float
+    churn: bool
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> Queued:
+        read = conversation.waiting_triage or {}
+        return cls(
+            **{name: getattr(conversation, name) for name in _STORED},
+            urgent=bool(read.get("urgent")),
+            sentiment=float(read.get("sentiment", 0.0)),
+            churn=bool(read.get("churn")),
+        )
+
+    def waiting(self) -> Waiting:
+        """The earliest running response clock, and what triage read in the waiting messages."""
+        dues = [d for d in (self.first_response_due_at, self.next_response_due_at) if d]
+        return Waiting(
+            conversation_id=self.id,
+            waiting_since=self.waiting_since or self.last_message_at,
+            due_at=min(dues) if dues else None,
+            urgent=self.urgent,
+            sentiment=self.sentiment,
+            churn=self.churn,
+            priority=self.priority,
+        )
 
 
-QUEUED_COLUMNS = [getattr(Conversation, name) for name in Queued.__dataclass_fields__]
+_STORED = [
+    name for name in Queued.__dataclass_fields__ if name not in ("urgent", "sentiment", "churn")
+]
+_READ = Conversation.waiting_triage
+QUEUED_COLUMNS = [
+    *(getattr(Conversation, name) for name in _STORED),
+    func.coalesce(_READ["urgent"].as_boolean(), False),
+    func.coalesce(_READ["sentiment"].as_float(), 0.0),
+    func.coalesce(_READ["churn"].as_boolean(), False),
+]
 
 
-async def team_queue(
-    session: AsyncSession, team: Team, now: datetime, unassigned_only: bool = False
-) -> list[Queued]:
-    """The team's open conversations where a customer waits for an answer, in the queue's
-    order (`routing.priority`). Assignment takes only those with a running response clock:
-    spam and messages that need no answer stay in the team's inbox, unassigned."""
+def _queue_statement(part: str) -> Any:
+    """A team's queue, sorted by the database: `routing.priority.place` over the stored place
+    (`set_queue_place`), so that a decision reads only the queue's head. Built once; the team,
+    the time and the page are parameters. `part`: "all" (the whole queue), or, for assignment,
+    "on_time" and "overdue" (unassigned, on the clock), each read in the order of an index.
+    A test holds the database's order and `routing.priority.order` to one."""
+    due = Conversation.response_due_at
+    now = bindparam("now", type_=DateTime(timezone=True))
+    arrived = func.coalesce(Conversation.waiting_since, Conversation.last_message_at)
     query = select(*QUEUED_COLUMNS).where(
-        Conversation.team_id == team.id,
+        Conversation.team_id == bindparam("team"),
         Conversation.status == "open",
         Conversation.waiting_since.is_not(None),
     )
-    if unassigned_only:
-        query = query.where(
-            Conversation.assignee_id.is_(None),
-            (Conversation.first_response_due_at.is_not(None))
-            | (Conversation.next_response_due_at.is_not(None)),
+    if part == "on_time":
+        query = query.where(Conversation.assignee_id.is_(None), due > now)
+        order = [Conversation.queue_deadline, arrived, Conversation.id]
+    elif part == "overdue":
+        query = query.where(Conversation.assignee_id.is_(None), due <= now)
+        order = [due, arrived, Conversation.id]
+    else:
+        tier = case(
+            (due.is_(None), priority.NO_CLOCK),
+            (due <= now, priority.OVERDUE),
+            else_=priority.ON_TIME,
         )
-    rows = await session.execute(query)
-    queued = {row.id: Queued(*row) for row in rows.all()}
-    ordered = priority.order([waiting_of(one) for one in queued.values()], now)
-    return [queued[one.conversation_id] for one in ordered]
+        first = case((due.is_(None), arrived), (due <= now, due), else_=Conversation.queue_deadline)
+        order = [tier, first, arrived, Conversation.id]
+    return query.order_by(*order).limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+_QUEUE = {part: _queue_statement(part) for part in ("all", "on_time", "overdue")}
+
+
+async def team_queue(
+    session: AsyncSession, team: Team, now: datetime, part: str = "all"
+) -> list[Queued]:
+    """The team's open conversations where a customer waits for an answer, in the queue's
+    order (`routing.priority`)."""
+    return await _queue_page(session, team, now, part, None, 0)
+
+
+async def _queue_page(
+    session: AsyncSession, team: Team, now: datetime, part: str, limit: int | None, offset: int
+) -> list[Queued]:
+    # Through the connection, not the ORM session: plain rows, without the ORM's per-row work.
+    connection = await session.connection()
+    rows = await connection.execute(
+        _QUEUE[part], {"team": team.id, "now": now, "limit": limit, "offset": offset}
+    )
+    return [Queued(*row) for row in rows.all()]
+
+
+async def assignable(
+    session: AsyncSession, team: Team, now: datetime
+) -> AsyncGenerator[Queued, None]:
+    """The unassigned conversations on the clock, head of the queue first, a page at a time
+    (most decisions read one page): those still on time, then the overdue ones. Assignment
+    takes only conversations on the clock: spam and messages that need no answer stay in the
+    team's inbox, unassigned. Rows assigned meanwhile leave the query, so the next page starts
+    after the rows passed over."""
+    for part in ("on_time", "overdue"):
+        passed_over = 0
+        while True:
+            page = await _queue_page(session, team, now, part, FILL_PAGE, passed_over)
+            for conversation in page:
+                before = conversation.assignee_id
+                yield conversation
+                passed_over += conversation.assignee_id == before
+            if len(page) < FILL_PAGE:
+                break
 
 
 def _unrouted(now: datetime) -> Any:
@@ -298,12 +379,26 @@ async def route(
         "churn": triage.churn,
         "intents": sorted(triage.intents),
     }
+    set_queue_place(conversation)
     if team is not None:
         report.teams.add(team.id)
     if team is not None and await acknowledge(session, conversation, team, triage, now):
         report.acknowledged += 1
     conversation.routed_at = now
     report.routed += 1
+
+
+def set_queue_place(conversation: Conversation) -> None:
+    """Keep the conversation's place in its team's queue where the database can sort by it:
+    the earliest running response clock, and that due time brought forward by the credits
+    (`routing.priority.deadline`), which do not change with time."""
+    waiting = Queued.of(conversation).waiting()
+    conversation.response_due_at = waiting.due_at
+    conversation.queue_deadline = (
+        None
+        if waiting.due_at is None
+        else datetime.fromtimestamp(priority.deadline(waiting, priority.PriorityWeights()), UTC)
+    )
 
 
 async def _lock_account(session: AsyncSession, account_id: int) -> None:
@@ -380,9 +475,10 @@ async def set_clocks(
     triage: WaitingTriage,
     now: datetime,
 ) -> None:
-    """The due times of the running clocks, from the current policy and priority; the timers
-    are rewritten when a due time moved. A policy changed while clocks run therefore applies
-    to them at the next reading, counted from when each clock started."""
+    """The due times of the running clocks, from the current policy and priority, and their
+    timers, rewritten (escalation rules may have changed too). A policy changed while clocks
+    run therefore applies to them at the next reading, counted from when each clock started.
+    A breach or a warning already given is not given again (see `routing.timers`)."""
     state = ClockState(
         status=conversation.status,
         created_at=conversation.created_at,
@@ -393,9 +489,6 @@ async def set_clocks(
     )
     clocks = running_clocks(state, await _targets(session, conversation, team), calendar_of(team))
     wanted = {clock.kind: clock.due_at for clock in clocks}
-    current = {kind: getattr(conversation, column) for kind, column in DUE_COLUMNS.items()}
-    if all(wanted.get(kind) == current[kind] for kind in DUE_COLUMNS):
-        return
     for kind, column in DUE_COLUMNS.items():
         setattr(conversation, column, wanted.get(kind))
     await session.execute(
@@ -455,7 +548,7 @@ async def assign(
 
 async def _choose_agent(
     session: AsyncSession,
-    conversation: QueueFields,
+    conversation: Queued | Conversation,
     team: Team,
     loads: Sequence[assignment.AgentLoad],
     now: datetime,
@@ -478,37 +571,61 @@ async def _choose_agent(
 
 
 async def agent_loads(session: AsyncSession, team_id: int, kind: str) -> list[assignment.AgentLoad]:
-    channels = [name for name, of_kind in CHANNEL_KIND.items() if of_kind == kind]
-    holding = (
-        select(func.count())
-        .where(
-            Conversation.assignee_id == Agent.user_id,
-            Conversation.status.in_(HOLDING_STATUSES),
-            Conversation.channel.in_(channels),
+    return (await team_loads(session, team_id))[kind]
+
+
+def _loads_statement() -> Any:
+    held = [
+        func.count(Conversation.id).filter(
+            Conversation.channel.in_([name for name, of in CHANNEL_KIND.items() if of == kind])
         )
-        .scalar_subquery()
-    )
-    rows = await session.execute(
-        select(Agent, holding)
+        for kind in KINDS
+    ]
+    return (
+        select(
+            Agent.user_id,
+            Agent.presence,
+            Agent.capacity,
+            Agent.skills,
+            Agent.last_assigned_at,
+            *held,
+        )
         .join(TeamMember, TeamMember.user_id == Agent.user_id)
-        .where(TeamMember.team_id == team_id)
+        .outerjoin(
+            Conversation,
+            (Conversation.assignee_id == Agent.user_id) & Conversation.status.in_(HOLDING_STATUSES),
+        )
+        .where(TeamMember.team_id == bindparam("team"))
+        .group_by(Agent.user_id)
         .order_by(Agent.user_id)
     )
-    return [
-        assignment.AgentLoad(
-            agent_id=agent.user_id,
-            online=agent.presence == "online",
-            capacity=int(agent.capacity.get(kind, DEFAULT_CAPACITY[kind])),
-            holding=int(held),
-            skills=frozenset(agent.skills),
-            last_assigned_at=agent.last_assigned_at,
-        )
-        for agent, held in rows.all()
-    ]
+
+
+_LOADS = _loads_statement()
+
+
+async def team_loads(session: AsyncSession, team_id: int) -> dict[str, list[assignment.AgentLoad]]:
+    """The team's agents as assignment sees them, per kind of channel, in one statement."""
+    connection = await session.connection()  # plain rows: no ORM work per agent
+    rows = await connection.execute(_LOADS, {"team": team_id})
+    loads: dict[str, list[assignment.AgentLoad]] = {kind: [] for kind in KINDS}
+    for user_id, presence, capacity, skills, last_assigned_at, *counts in rows.all():
+        for kind, count in zip(KINDS, counts, strict=True):
+            loads[kind].append(
+                assignment.AgentLoad(
+                    agent_id=user_id,
+                    online=presence == "online",
+                    capacity=int(capacity.get(kind, DEFAULT_CAPACITY[kind])),
+                    holding=int(count),
+                    skills=frozenset(skills),
+                    last_assigned_at=last_assigned_at,
+                )
+            )
+    return loads
 
 
 def _needed_skills(
-    conversation: QueueFields, loads: Sequence[assignment.AgentLoad]
+    conversation: Queued | Conversation, loads: Sequence[assignment.AgentLoad]
 ) -> frozenset[str]:
     """The conversation's language and channel as skills, required only where someone in the
     team has that skill: a team without French speakers still answers French."""
@@ -519,7 +636,7 @@ def _needed_skills(
     return frozenset(wanted & offered)
 
 
-async def _last_agent(session: AsyncSession, conversation: QueueFields) -> int | None:
+async def _last_agent(session: AsyncSession, conversation: Queued | Conversation) -> int | None:
     """Who last answered this contact, on any of their conversations."""
     found: int | None = await session.scalar(
         select(Message.author_user_id)
@@ -620,6 +737,7 @@ async def escalate(
         return {"notified": True}
     if rule.action == "raise_priority":
         conversation.priority = min(PRIORITIES["urgent"], conversation.priority + 1)
+        conversation.routed_at = None  # its targets and its place in the queue move with it
         return {"priority": conversation.priority}
     if rule.action == "reassign" and team is not None:
         previous = conversation.assignee_id
@@ -679,26 +797,6 @@ async def release_offline_agents(session: AsyncSession, now: datetime) -> int:
         {"now": now},
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def waiting_of(conversation: QueueFields) -> priority.Waiting:
-    """The conversation as the queue sees it: the earliest running response clock, and what
-    triage read in the messages waiting."""
-    dues = [
-        due
-        for due in (conversation.first_response_due_at, conversation.next_response_due_at)
-        if due is not None
-    ]
-    read = conversation.waiting_triage or {}
-    return priority.Waiting(
-        conversation_id=conversation.id,
-        waiting_since=conversation.waiting_since or conversation.last_message_at,
-        due_at=min(dues) if dues else None,
-        urgent=bool(read.get("urgent")),
-        sentiment=float(read.get("sentiment", 0.0)),
-        churn=bool(read.get("churn")),
-        priority=conversation.priority,
-    )
 
 
 async def record_breach(
@@ -998,7 +1096,8 @@ async def routing_of(
         queue = await team_queue(session, team, now)
         ids = [c.id for c in queue]
         position = ids.index(conversation.id) + 1 if conversation.id in ids else None
-    reasons = priority.rank(waiting_of(conversation), now, priority.PriorityWeights()).reasons
+    waiting = Queued.of(conversation).waiting()
+    reasons = priority.rank(waiting, now, priority.PriorityWeights()).reasons
     return RoutingOut(
         conversation_id=conversation.id,
         team_id=conversation.team_id,
@@ -1021,7 +1120,7 @@ async def queue_of(
     weights = priority.PriorityWeights()
     entries = []
     for conversation in await team_queue(session, team, now):
-        waiting = waiting_of(conversation)
+        waiting = conversation.waiting()
         entries.append(
             QueueEntry(
                 conversation_id=conversation.id,

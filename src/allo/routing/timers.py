@@ -74,9 +74,26 @@ async def _fire(session: AsyncSession, timer: SlaTimer, now: datetime) -> None:
             await _escalate(session, conversation, rule, timer, now)
         return
     warning = await session.get(EscalationRule, timer.rule_id) if timer.rule_id else None
-    if warning is not None:
+    if warning is not None and not await _warned(session, timer):
         session.add(_event(conversation, timer, "warned", now, {"rule": warning.id}))
         await _escalate(session, conversation, warning, timer, now)
+
+
+async def _warned(session: AsyncSession, timer: SlaTimer) -> bool:
+    """Whether this rule already warned about this clock (its timers are rewritten each time
+    the conversation is routed)."""
+    found = await session.scalar(
+        select(SlaEvent.id)
+        .where(
+            SlaEvent.conversation_id == timer.conversation_id,
+            SlaEvent.kind == timer.kind,
+            SlaEvent.clock_started_at == timer.clock_started_at,
+            SlaEvent.event == "warned",
+            SlaEvent.details["rule"].as_integer() == timer.rule_id,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 async def _breach_rules(

@@ -368,11 +368,35 @@ def upgrade() -> None:
         "conversations", sa.Column("acknowledged_at", sa.DateTime(timezone=True), nullable=True)
     )
     op.add_column(
+        "conversations", sa.Column("response_due_at", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.add_column(
+        "conversations", sa.Column("queue_deadline", sa.DateTime(timezone=True), nullable=True)
+    )
+    op.add_column(
         "conversations",
         sa.Column("waiting_triage", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     )
     op.create_index(
         "ix_conversations_assignee", "conversations", ["assignee_id", "status"], unique=False
+    )
+    op.create_index(
+        "ix_conversations_team_overdue",
+        "conversations",
+        ["team_id", "response_due_at"],
+        unique=False,
+        postgresql_where=sa.text(
+            "status = 'open' AND assignee_id IS NULL AND response_due_at IS NOT NULL"
+        ),
+    )
+    op.create_index(
+        "ix_conversations_team_queue",
+        "conversations",
+        ["team_id", "queue_deadline"],
+        unique=False,
+        postgresql_where=sa.text(
+            "status = 'open' AND assignee_id IS NULL AND response_due_at IS NOT NULL"
+        ),
     )
     op.create_index(
         "ix_conversations_team_waiting",
@@ -396,8 +420,24 @@ def downgrade() -> None:
         postgresql_where=sa.text("routed_at IS NULL"),
     )
     op.drop_index("ix_conversations_team_waiting", table_name="conversations")
+    op.drop_index(
+        "ix_conversations_team_queue",
+        table_name="conversations",
+        postgresql_where=sa.text(
+            "status = 'open' AND assignee_id IS NULL AND response_due_at IS NOT NULL"
+        ),
+    )
+    op.drop_index(
+        "ix_conversations_team_overdue",
+        table_name="conversations",
+        postgresql_where=sa.text(
+            "status = 'open' AND assignee_id IS NULL AND response_due_at IS NOT NULL"
+        ),
+    )
     op.drop_index("ix_conversations_assignee", table_name="conversations")
     op.drop_column("conversations", "waiting_triage")
+    op.drop_column("conversations", "queue_deadline")
+    op.drop_column("conversations", "response_due_at")
     op.drop_column("conversations", "acknowledged_at")
     op.drop_column("conversations", "unanswered_reason")
     op.drop_column("conversations", "routed_at")
