@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import func, select, update
 
+from allo.contacts.models import Contact
 from allo.conversations import service as conversations_service
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
@@ -441,3 +442,30 @@ async def test_the_database_orders_the_queue_exactly_as_the_priority_rules_do(
     assert in_sql == [w.conversation_id for w in waiting] and len(in_sql) == 40
     # What assignment reads: the same order, without the conversations off the clock.
     assert head_first == [w.conversation_id for w in waiting if w.due_at is not None]
+
+
+async def test_a_vip_waits_for_the_teams_vip_agent_and_french_goes_to_french_speakers(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    desk = await make_desk(db, tenant, agents=3, capacity=3)
+    vip_agent, french_agent, other = desk.agents
+    async with db.transaction() as session:
+        for agent, skills in ((vip_agent, ["vip"]), (french_agent, ["lang:fr"]), (other, [])):
+            await routing.save_agent(
+                session, tenant.account_id, agent, AgentIn(skills=skills), datetime.now(UTC)
+            )
+    await arrive(client, db, settings, tenant, ("v1", "vip-customer"), ("f1", "french"))
+    async with db.transaction() as session:
+        vip_conversation, french_conversation = (
+            await session.scalars(select(Conversation).order_by(Conversation.id))
+        ).all()
+        contact = await session.get(Contact, vip_conversation.contact_id)
+        assert contact is not None
+        contact.attributes = {"vip": True}
+        french_conversation.language = "fr"
+        vip_conversation.language = None
+    await route(db)
+
+    vip_conversation, french_conversation = await conversations(db)
+    assert vip_conversation.assignee_id == vip_agent
+    assert french_conversation.assignee_id == french_agent

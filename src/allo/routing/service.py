@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from allo.accounts.models import User
 from allo.channels.models import ChannelAccount
+from allo.contacts.models import Contact
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.routing import assignment, priority
@@ -218,44 +219,28 @@ class Queued:
     last_message_at: datetime
     first_response_due_at: datetime | None
     next_response_due_at: datetime | None
-    urgent: bool
-    sentiment: float
-    churn: bool
+    waiting_triage: dict[str, Any] | None
 
     @classmethod
     def of(cls, conversation: Conversation) -> Queued:
-        read = conversation.waiting_triage or {}
-        return cls(
-            **{name: getattr(conversation, name) for name in _STORED},
-            urgent=bool(read.get("urgent")),
-            sentiment=float(read.get("sentiment", 0.0)),
-            churn=bool(read.get("churn")),
-        )
+        return cls(*(getattr(conversation, name) for name in Queued.__dataclass_fields__))
 
     def waiting(self) -> Waiting:
         """The earliest running response clock, and what triage read in the waiting messages."""
         dues = [d for d in (self.first_response_due_at, self.next_response_due_at) if d]
+        read = self.waiting_triage or {}
         return Waiting(
             conversation_id=self.id,
             waiting_since=self.waiting_since or self.last_message_at,
             due_at=min(dues) if dues else None,
-            urgent=self.urgent,
-            sentiment=self.sentiment,
-            churn=self.churn,
+            urgent=bool(read.get("urgent")),
+            sentiment=float(read.get("sentiment", 0.0)),
+            churn=bool(read.get("churn")),
             priority=self.priority,
         )
 
 
-_STORED = [
-    name for name in Queued.__dataclass_fields__ if name not in ("urgent", "sentiment", "churn")
-]
-_READ = Conversation.waiting_triage
-QUEUED_COLUMNS = [
-    *(getattr(Conversation, name) for name in _STORED),
-    func.coalesce(_READ["urgent"].as_boolean(), False),
-    func.coalesce(_READ["sentiment"].as_float(), 0.0),
-    func.coalesce(_READ["churn"].as_boolean(), False),
-]
+QUEUED_COLUMNS = [getattr(Conversation, name) for name in Queued.__dataclass_fields__]
 
 
 def _queue_statement(part: str) -> Any:
@@ -378,6 +363,7 @@ async def route(
         "sentiment": triage.sentiment,
         "churn": triage.churn,
         "intents": sorted(triage.intents),
+        "vip": await _is_vip(session, conversation.contact_id),
     }
     set_queue_place(conversation)
     if team is not None:
@@ -386,6 +372,14 @@ async def route(
         report.acknowledged += 1
     conversation.routed_at = now
     report.routed += 1
+
+
+async def _is_vip(session: AsyncSession, contact_id: int) -> bool:
+    """A contact marked VIP (`attributes.vip`, set by an admin or an integration)."""
+    vip = await session.scalar(
+        select(Contact.attributes["vip"].as_boolean()).where(Contact.id == contact_id)
+    )
+    return bool(vip)
 
 
 def set_queue_place(conversation: Conversation) -> None:
@@ -627,11 +621,17 @@ async def team_loads(session: AsyncSession, team_id: int) -> dict[str, list[assi
 def _needed_skills(
     conversation: Queued | Conversation, loads: Sequence[assignment.AgentLoad]
 ) -> frozenset[str]:
-    """The conversation's language and channel as skills, required only where someone in the
-    team has that skill: a team without French speakers still answers French."""
+    """The conversation's language, channel, intents and VIP status as skills (`lang:fr`,
+    `channel:x`, `intent:complaint`, `vip`), each required only where someone in the team has
+    it: a team without French speakers still answers French, and a VIP waits for the team's
+    VIP agents when it has some."""
+    read = conversation.waiting_triage or {}
     wanted = {f"channel:{conversation.channel}"}
+    wanted |= {f"intent:{intent}" for intent in read.get("intents", [])}
     if conversation.language:
         wanted.add(f"lang:{conversation.language}")
+    if read.get("vip"):
+        wanted.add("vip")
     offered = set().union(*(load.skills for load in loads)) if loads else set()
     return frozenset(wanted & offered)
 
