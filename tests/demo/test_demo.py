@@ -198,7 +198,16 @@ def api(demo: Demo, path: str, token: str | None = None, **params: Any) -> httpx
 @dataclass
 class Stored:
     conversations: list[dict[str, Any]]
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]]  # what the demo traffic sent
+    acknowledgements: list[dict[str, Any]]  # what routing answered out of hours
+
+
+def is_acknowledgement(message: dict[str, Any]) -> bool:
+    return (
+        message["direction"] == "out"
+        and message["author_name"] == "Allo"
+        and message["delivery_status"] == "queued"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +232,11 @@ def stored(demo: Demo) -> Stored:
         response = api(demo, f"/api/v1/conversations/{conversation['id']}/messages", limit=200)
         assert response.status_code == 200, response.text
         messages.extend(response.json()["messages"])
-    return Stored(conversations=conversations, messages=messages)
+    return Stored(
+        conversations=conversations,
+        messages=[m for m in messages if not is_acknowledgement(m)],
+        acknowledgements=[m for m in messages if is_acknowledgement(m)],
+    )
 
 
 def test_the_demo_prints_the_admin_credentials_and_an_api_token(demo: Demo) -> None:
@@ -259,6 +272,17 @@ def test_french_and_english_messages_are_stored_as_sent(stored: Stored) -> None:
     assert sorted(m["direction"] for m in stored.messages) == sorted(
         m["direction"] for m in TRAFFIC_MESSAGES
     )
+
+
+def test_out_of_hours_acknowledgements_are_once_per_conversation_in_its_language(
+    stored: Stored,
+) -> None:
+    # The demo team works 08:00-20:00 in Paris, Monday to Saturday: whether any is sent
+    # depends on when the demo runs, but never two in one conversation.
+    by_conversation = [m["conversation_id"] for m in stored.acknowledgements]
+    assert len(by_conversation) == len(set(by_conversation))
+    for message in stored.acknowledgements:
+        assert message["text"].startswith(("Merci pour votre message.", "Thanks for your message."))
 
 
 def test_a_hostile_message_is_stored_as_plain_text(stored: Stored) -> None:

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -19,11 +20,25 @@ from allo.accounts.models import Account, User
 from allo.channels import service as channels
 from allo.channels.models import ChannelAccount
 from allo.db.engine import one_off_session
+from allo.routing import service as routing
+from allo.routing.schemas import AgentIn, SlaPolicyIn, TeamIn
 
 logger = logging.getLogger(__name__)
 
 DEMO_ACCOUNT = "Velia (demo)"
 ADMIN_EMAIL = "admin@velia.example"
+DEMO_TARGETS = {
+    "normal": {"first_response": 3600, "next_response": 3600, "resolution": 86400},
+    "urgent": {"first_response": 900, "next_response": 900, "resolution": 14400},
+}
+DEMO_HOURS = {
+    "time_zone": "Europe/Paris",
+    "hours": {day: [["08:00", "20:00"]] for day in ("mon", "tue", "wed", "thu", "fri", "sat")},
+}
+DEMO_ACKNOWLEDGEMENTS = {
+    "fr": "Merci pour votre message. Notre équipe est fermée ; réponse vers le {expected}.",
+    "en": "Thanks for your message. Our team is closed; expect an answer around {expected}.",
+}
 
 
 def load_traffic() -> dict[str, Any]:
@@ -53,7 +68,8 @@ class DemoSetup:
                 f"  API token   {self.api_token}",
                 "  try         curl -H 'Authorization: Bearer "
                 f"{self.api_token}' {base_url}/api/v1/conversations",
-                "  French and English customer messages arrive over the next five minutes.",
+                "  French and English customer messages arrive over the next five minutes;",
+                "  the Support team's queue: GET /api/v1/teams, then /api/v1/teams/{id}/queue.",
                 "",
             ]
         )
@@ -71,11 +87,14 @@ async def prepare(database_url: str) -> DemoSetup:
             select(User).where(User.account_id == account.id, User.email == ADMIN_EMAIL)
         )
         if admin is None:
-            await accounts.create_user(session, account.id, ADMIN_EMAIL, "Admin", "admin", password)
+            admin = await accounts.create_user(
+                session, account.id, ADMIN_EMAIL, "Admin", "admin", password
+            )
         else:
             accounts.set_password(admin, password)
         token = await accounts.create_api_token(session, account.id, "demo")
         inboxes = await _inboxes(session, account.id, traffic["channel_accounts"])
+        await _support_team(session, account.id, admin.id)
     return DemoSetup(
         account_id=account.id,
         inboxes=inboxes,
@@ -83,6 +102,30 @@ async def prepare(database_url: str) -> DemoSetup:
         admin_password=password,
         api_token=token,
         run_id=str(int(time.time())),
+    )
+
+
+async def _support_team(session: Any, account_id: int, admin_id: int) -> None:
+    """A support team on business hours with an SLA policy, the admin its agent (online), so
+    that the demo's conversations get clocks, a queue and an assignee."""
+    if await routing.list_teams(session, account_id):
+        return
+    policy = await routing.save_sla_policy(
+        session, account_id, SlaPolicyIn(name="Standard", targets=DEMO_TARGETS)
+    )
+    await routing.save_team(
+        session,
+        account_id,
+        TeamIn(
+            name="Support",
+            calendar=DEMO_HOURS,
+            sla_policy_id=policy.id,
+            member_ids=[admin_id],
+            acknowledgements=DEMO_ACKNOWLEDGEMENTS,
+        ),
+    )
+    await routing.save_agent(
+        session, account_id, admin_id, AgentIn(presence="online"), datetime.now(UTC)
     )
 
 

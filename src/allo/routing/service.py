@@ -659,17 +659,16 @@ async def acknowledge(
     triage: WaitingTriage,
     now: datetime,
 ) -> bool:
-    """Out of business hours, tell the customer once per wait, in their channel and language,
-    when an answer can honestly be expected; never to spam or to an automated message (neither
-    is answerable). Stored as a queued outbound message: the outbox sends it."""
+    """Out of business hours, tell a waiting customer once per closed period, in their channel
+    and language, when an answer can honestly be expected; never to spam or to an automated
+    message (neither is answerable). Stored as a queued outbound message: the outbox sends it."""
     calendar = calendar_of(team)
-    waiting = conversation.waiting_since
     if (
         not team.acknowledgements
-        or waiting is None
+        or conversation.waiting_since is None
         or not triage.answerable
         or calendar.is_open(now)
-        or (conversation.acknowledged_at is not None and conversation.acknowledged_at >= waiting)
+        or _acknowledged_while_closed(conversation, calendar, now)
     ):
         return False
     template = team.acknowledgements.get(conversation.language or "") or next(
@@ -694,6 +693,15 @@ async def acknowledge(
     )
     conversation.acknowledged_at = now
     return True
+
+
+def _acknowledged_while_closed(
+    conversation: Conversation, calendar: BusinessCalendar, now: datetime
+) -> bool:
+    """Whether the customer was already told during this closed period (no business time has
+    passed since): one acknowledgement a night, however many messages come in it."""
+    told = conversation.acknowledged_at
+    return told is not None and calendar.elapsed(told, now) == timedelta(0)
 
 
 async def expected_answer_at(
