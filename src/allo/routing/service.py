@@ -161,31 +161,36 @@ async def fill(db: Database, team_id: int, now: datetime) -> int:
             for kind in KINDS
         }
         assigned = 0
-        async with aclosing(assignable(session, team, now)) as queue:
-            async for conversation in queue:
-                if not any(count > 0 for count in places.values()):
-                    break
-                kind = CHANNEL_KIND.get(conversation.channel, "messaging")
-                if places[kind] <= 0:
-                    continue
-                chosen = await _choose_agent(session, conversation, team, loads[kind], now)
-                if chosen is None:
-                    continue
-                conversation.assignee_id = chosen
-                await session.execute(
-                    update(Conversation)
-                    .where(Conversation.id == conversation.id)
-                    .values(assignee_id=chosen)
-                    .execution_options(synchronize_session=False)
-                )
-                loads[kind] = [
-                    replace(load, holding=load.holding + 1, last_assigned_at=now)
-                    if load.agent_id == chosen
-                    else load
-                    for load in loads[kind]
-                ]
-                places[kind] -= 1
-                assigned += 1
+        while kinds := [kind for kind in KINDS if places[kind] > 0]:
+            # Only conversations of channels with room are read; when a kind fills up, the
+            # queue is read again without it.
+            filled_a_kind = False
+            async with aclosing(assignable(session, team, now, _channels_of(kinds))) as queue:
+                async for conversation in queue:
+                    kind = CHANNEL_KIND.get(conversation.channel, "messaging")
+                    chosen = await _choose_agent(session, conversation, team, loads[kind], now)
+                    if chosen is None:
+                        continue
+                    conversation.assignee_id = chosen
+                    await session.execute(
+                        update(Conversation)
+                        .where(Conversation.id == conversation.id)
+                        .values(assignee_id=chosen)
+                        .execution_options(synchronize_session=False)
+                    )
+                    loads[kind] = [
+                        replace(load, holding=load.holding + 1, last_assigned_at=now)
+                        if load.agent_id == chosen
+                        else load
+                        for load in loads[kind]
+                    ]
+                    places[kind] -= 1
+                    assigned += 1
+                    if places[kind] == 0:
+                        filled_a_kind = True
+                        break
+            if not filled_a_kind:
+                break
         return assigned
 
 
@@ -257,6 +262,8 @@ def _queue_statement(part: str) -> Any:
         Conversation.status == "open",
         Conversation.waiting_since.is_not(None),
     )
+    if part != "all":
+        query = query.where(Conversation.channel.in_(bindparam("channels", expanding=True)))
     if part == "on_time":
         query = query.where(Conversation.assignee_id.is_(None), due > now)
         order = [Conversation.queue_deadline, arrived, Conversation.id]
@@ -286,28 +293,40 @@ async def team_queue(
 
 
 async def _queue_page(
-    session: AsyncSession, team: Team, now: datetime, part: str, limit: int | None, offset: int
+    session: AsyncSession,
+    team: Team,
+    now: datetime,
+    part: str,
+    limit: int | None,
+    offset: int,
+    channels: Sequence[str] = (),
 ) -> list[Queued]:
     # Through the connection, not the ORM session: plain rows, without the ORM's per-row work.
     connection = await session.connection()
-    rows = await connection.execute(
-        _QUEUE[part], {"team": team.id, "now": now, "limit": limit, "offset": offset}
-    )
+    values: dict[str, Any] = {"team": team.id, "now": now, "limit": limit, "offset": offset}
+    if part != "all":
+        values["channels"] = list(channels)
+    rows = await connection.execute(_QUEUE[part], values)
     return [Queued(*row) for row in rows.all()]
 
 
+def _channels_of(kinds: Sequence[str]) -> list[str]:
+    return [channel for channel, kind in CHANNEL_KIND.items() if kind in kinds]
+
+
 async def assignable(
-    session: AsyncSession, team: Team, now: datetime
+    session: AsyncSession, team: Team, now: datetime, channels: Sequence[str] | None = None
 ) -> AsyncGenerator[Queued, None]:
     """The unassigned conversations on the clock, head of the queue first, a page at a time
     (most decisions read one page): those still on time, then the overdue ones. Assignment
     takes only conversations on the clock: spam and messages that need no answer stay in the
     team's inbox, unassigned. Rows assigned meanwhile leave the query, so the next page starts
     after the rows passed over."""
+    wanted = list(channels) if channels is not None else list(CHANNEL_KIND)
     for part in ("on_time", "overdue"):
         passed_over = 0
         while True:
-            page = await _queue_page(session, team, now, part, FILL_PAGE, passed_over)
+            page = await _queue_page(session, team, now, part, FILL_PAGE, passed_over, wanted)
             for conversation in page:
                 before = conversation.assignee_id
                 yield conversation
