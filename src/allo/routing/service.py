@@ -2,11 +2,12 @@
 out-of-hours acknowledgement, escalation, and the settings behind them.
 
 Conversations are routed from a queue in their own table: a conversation whose `routed_at` is
-null (intake clears it with each new message, status changes and triage too) waits to be read
-(`route_pending`), once triage has read its waiting
-messages or after `TRIAGE_GRACE`, so that triage never delays a clock or an assignment for long
-and a triage failure never blocks one. Each conversation is routed in a transaction of its own
-that holds the account's assignment lock: two workers never fill an agent's last place twice.
+null (intake clears it with each new message; status changes and triage too) waits to be read
+(`route_pending`), once triage has read its waiting messages or after `TRIAGE_GRACE`, so that
+triage never delays a clock or an assignment for long and a triage failure never blocks one.
+Each conversation is routed in a transaction of its own, holding only its row. Agents are then
+given conversations (`fill`) under the account's assignment lock: two workers never fill an
+agent's last place twice.
 """
 
 from __future__ import annotations
@@ -364,8 +365,8 @@ async def route(
     session: AsyncSession, conversation: Conversation, now: datetime, report: RouteReport
 ) -> None:
     """Read one conversation: team, priority, clocks, acknowledgement. Agents are given
-    conversations afterwards, team by team in the queue's order (`fill`)."""
-    await _lock_account(session, conversation.account_id)
+    conversations afterwards, team by team in the queue's order (`fill`), under the account's
+    assignment lock; reading a conversation needs only its own row's."""
     triage = await waiting_triage(session, conversation)
     team = await _team(session, conversation)
     if triage.urgent and conversation.priority < PRIORITIES["urgent"]:
