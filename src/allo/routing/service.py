@@ -368,7 +368,8 @@ async def route(
     conversations afterwards, team by team in the queue's order (`fill`), under the account's
     assignment lock; reading a conversation needs only its own row's."""
     triage = await waiting_triage(session, conversation)
-    team = await _team(session, conversation)
+    setup = await _team(session, conversation)
+    team = setup.team if setup else None
     if triage.urgent and conversation.priority < PRIORITIES["urgent"]:
         conversation.priority = PRIORITIES["urgent"]
     if conversation.sla_paused_at is not None and conversation.status not in PAUSED_STATUSES:
@@ -376,7 +377,7 @@ async def route(
         paused = calendar_of(team).elapsed(conversation.sla_paused_at, now)
         conversation.sla_paused_seconds += round(paused.total_seconds())
         conversation.sla_paused_at = None
-    await set_clocks(session, conversation, team, triage, now)
+    await set_clocks(session, conversation, setup, triage, now)
     conversation.waiting_triage = {
         "answerable": triage.answerable,
         "urgent": triage.urgent,
@@ -448,44 +449,100 @@ async def waiting_triage(session: AsyncSession, conversation: Conversation) -> W
     )
 
 
-async def _team(session: AsyncSession, conversation: Conversation) -> Team | None:
+@dataclass(frozen=True)
+class EarlyWarning:
+    """An escalation rule that acts before a breach: when its timer fires."""
+
+    rule_id: int
+    kind: str
+    before_seconds: int
+
+
+@dataclass(frozen=True)
+class TeamSetup:
+    """What routing reads of a conversation's team, in one statement: the team, its policy's
+    targets, and the escalation rules that warn before a breach."""
+
+    team: Team
+    targets: dict[str, dict[str, int]]
+    channel_targets: dict[str, dict[str, dict[str, int]]]
+    warnings: tuple[EarlyWarning, ...]
+
+    def targets_for(self, conversation: Conversation) -> Targets:
+        return targets_for(
+            self.targets, self.channel_targets, conversation.priority, conversation.channel
+        )
+
+
+def _setup_statement() -> Any:
+    rules = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    func.json_build_array(
+                        EscalationRule.id, EscalationRule.kind, EscalationRule.before_seconds
+                    )
+                ),
+                text("'[]'::json"),
+            )
+        )
+        .where(
+            EscalationRule.account_id == Team.account_id,
+            (EscalationRule.team_id.is_(None)) | (EscalationRule.team_id == Team.id),
+            EscalationRule.before_seconds > 0,
+        )
+        .scalar_subquery()
+    )
+    return (
+        select(Team, SlaPolicy.targets, SlaPolicy.channel_targets, rules)
+        .outerjoin(SlaPolicy, SlaPolicy.id == Team.sla_policy_id)
+        .where(Team.id == bindparam("team"))
+    )
+
+
+_SETUP = _setup_statement()
+
+
+async def team_setup(session: AsyncSession, team_id: int) -> TeamSetup | None:
+    row = (await session.execute(_SETUP, {"team": team_id})).first()
+    if row is None:
+        return None
+    team, targets, channel_targets, rules = row
+    return TeamSetup(
+        team=team,
+        targets=targets or {},
+        channel_targets=channel_targets or {},
+        warnings=tuple(EarlyWarning(*rule) for rule in rules),
+    )
+
+
+async def _team(session: AsyncSession, conversation: Conversation) -> TeamSetup | None:
     """The conversation's team, chosen once: the first team (by id) that answers its inbox and
     takes its language, else the first that answers any inbox."""
-    if conversation.team_id is not None:
-        return await session.get(Team, conversation.team_id)
-    teams = list(
-        await session.scalars(
-            select(Team).where(Team.account_id == conversation.account_id).order_by(Team.id)
+    if conversation.team_id is None:
+        teams = list(
+            await session.scalars(
+                select(Team).where(Team.account_id == conversation.account_id).order_by(Team.id)
+            )
         )
-    )
 
-    def speaks(team: Team) -> bool:
-        return not team.languages or conversation.language in team.languages
+        def speaks(team: Team) -> bool:
+            return not team.languages or conversation.language in team.languages
 
-    chosen = next(
-        (t for t in teams if conversation.channel_account_id in t.inbox_ids and speaks(t)),
-        None,
-    ) or next((t for t in teams if not t.inbox_ids and speaks(t)), None)
-    if chosen is not None:
+        chosen = next(
+            (t for t in teams if conversation.channel_account_id in t.inbox_ids and speaks(t)),
+            None,
+        ) or next((t for t in teams if not t.inbox_ids and speaks(t)), None)
+        if chosen is None:
+            return None
         conversation.team_id = chosen.id
-    return chosen
-
-
-async def _targets(session: AsyncSession, conversation: Conversation, team: Team | None) -> Targets:
-    if team is None or team.sla_policy_id is None:
-        return Targets()
-    policy = await session.get(SlaPolicy, team.sla_policy_id)
-    if policy is None:
-        return Targets()
-    return targets_for(
-        policy.targets, policy.channel_targets, conversation.priority, conversation.channel
-    )
+    return await team_setup(session, conversation.team_id)
 
 
 async def set_clocks(
     session: AsyncSession,
     conversation: Conversation,
-    team: Team | None,
+    setup: TeamSetup | None,
     triage: WaitingTriage,
     now: datetime,
 ) -> None:
@@ -501,7 +558,8 @@ async def set_clocks(
         sla_paused_seconds=conversation.sla_paused_seconds,
         answerable=triage.answerable,
     )
-    clocks = running_clocks(state, await _targets(session, conversation, team), calendar_of(team))
+    targets = setup.targets_for(conversation) if setup else Targets()
+    clocks = running_clocks(state, targets, calendar_of(setup.team if setup else None))
     wanted = {clock.kind: clock.due_at for clock in clocks}
     for kind, column in DUE_COLUMNS.items():
         setattr(conversation, column, wanted.get(kind))
@@ -510,7 +568,7 @@ async def set_clocks(
             SlaTimer.conversation_id == conversation.id, SlaTimer.done_at.is_(None)
         )
     )
-    rules = await _rules(session, conversation.account_id, team)
+    warnings = setup.warnings if setup else ()
     timers = []
     for clock in clocks:
         common = {
@@ -521,24 +579,14 @@ async def set_clocks(
             "due_at": clock.due_at,
         }
         timers.append({**common, "action": "breach", "rule_id": None, "fires_at": clock.due_at})
-        for rule in rules:
-            if rule.kind == clock.kind and rule.before_seconds > 0 and clock.due_at > now:
+        for rule in warnings:
+            if rule.kind == clock.kind and clock.due_at > now:
                 warn_at = max(now, clock.due_at - timedelta(seconds=rule.before_seconds))
-                timers.append({**common, "action": "warn", "rule_id": rule.id, "fires_at": warn_at})
+                timers.append(
+                    {**common, "action": "warn", "rule_id": rule.rule_id, "fires_at": warn_at}
+                )
     if timers:
         await session.execute(insert(SlaTimer), timers)
-
-
-async def _rules(session: AsyncSession, account_id: int, team: Team | None) -> list[EscalationRule]:
-    scope: ColumnElement[bool] = EscalationRule.team_id.is_(None)
-    if team is not None:
-        scope = scope | (EscalationRule.team_id == team.id)
-    rows = await session.scalars(
-        select(EscalationRule)
-        .where(EscalationRule.account_id == account_id, scope)
-        .order_by(EscalationRule.id)
-    )
-    return list(rows.all())
 
 
 async def assign(
