@@ -40,6 +40,7 @@ TRIAGE_QUEUE = "triage"
 ROUTE_CONVERSATIONS = "routing.route"
 ROUTING_QUEUE = "routing"
 WORKER_RESTART_SECONDS = 1.0
+TIMER_STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -186,13 +187,14 @@ async def run_worker(runtime: Runtime) -> None:
     failover); it is started again here, so the process survives what the database goes
     through.
     """
-    timers = asyncio.create_task(TimerLoop(runtime.db, after_fire=_route_after_timers).run())
+    loop = TimerLoop(runtime.db, after_fire=_route_after_timers)
+    timers = asyncio.create_task(loop.run())
     try:
         await _run_jobs(runtime)
     finally:
-        timers.cancel()
-        with suppress(asyncio.CancelledError):
-            await timers
+        loop.stop()
+        with suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(timers, TIMER_STOP_SECONDS)
 
 
 async def _route_after_timers(fired: int) -> None:

@@ -85,14 +85,16 @@ async def test_a_breach_is_detected_within_two_seconds_in_real_time(
     (conversation,) = await conversations(db)
     assert conversation.first_response_due_at == start + timedelta(seconds=3)
 
-    running = asyncio.create_task(timers.TimerLoop(db).run())
+    loop = timers.TimerLoop(db)
+    running = asyncio.create_task(loop.run())
     try:
         for _ in range(100):
             if await events(db, "breached"):
                 break
             await asyncio.sleep(0.1)
     finally:
-        running.cancel()
+        loop.stop()
+        await asyncio.wait_for(running, 5)
     (breach,) = await events(db, "breached")
     assert timedelta(0) <= breach.at - breach.due_at < timedelta(seconds=2)
 

@@ -156,7 +156,8 @@ async def next_fire_at(db: Database) -> datetime | None:
 
 
 class TimerLoop:
-    """Fires timers as they fall due, until cancelled."""
+    """Fires timers as they fall due, until `stop` (it finishes its round, within POLL, so no
+    transaction is left open the way a cancellation in the middle of a query could)."""
 
     def __init__(
         self,
@@ -167,9 +168,13 @@ class TimerLoop:
         self.db = db
         self.clock = clock or Clock()
         self.after_fire = after_fire
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
 
     async def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.step()
             except Exception:
