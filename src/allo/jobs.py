@@ -40,6 +40,11 @@ TRIAGE_QUEUE = "triage"
 ROUTE_CONVERSATIONS = "routing.route"
 ROUTING_QUEUE = "routing"
 WORKER_RESTART_SECONDS = 1.0
+# Job workers of one `allo worker` process: name, queues, jobs run at once.
+WORKERS = (
+    ("intake", (INTAKE_QUEUE,), 1),
+    ("background", (TRIAGE_QUEUE, ROUTING_QUEUE), 2),
+)
 TIMER_STOP_SECONDS = 5.0
 
 
@@ -89,18 +94,11 @@ async def process_intake(context: JobContext) -> None:
 @app.task(name=ASSESS_MESSAGES, queue=TRIAGE_QUEUE, pass_context=True)
 async def assess_messages(context: JobContext) -> None:
     runtime = _runtime(context)
-    batch = runtime.settings.intake_batch_size
-
-    async def intake_waits() -> bool:
-        # Intake first: triage takes the CPU intake leaves (the intake job defers this one
-        # again when it has drained its queue).
-        return await intake.pending_at_least(runtime.db, batch)
-
     report = await triage.triage_pending(
         runtime.db,
         runtime.assessor,
         embeddings=runtime.settings.triage_embeddings,
-        step_aside=intake_waits,
+        step_aside=lambda: _intake_waits(runtime),
     )
     if report.assessed or report.failed:
         logger.info(
@@ -115,7 +113,7 @@ async def assess_messages(context: JobContext) -> None:
 @app.task(name=ROUTE_CONVERSATIONS, queue=ROUTING_QUEUE, pass_context=True)
 async def route_conversations(context: JobContext) -> None:
     runtime = _runtime(context)
-    report = await routing.route_pending(runtime.db)
+    report = await routing.route_pending(runtime.db, step_aside=lambda: _intake_waits(runtime))
     if report.routed:
         logger.info(
             "routing: %s routed, %s assigned, %s acknowledged",
@@ -123,6 +121,13 @@ async def route_conversations(context: JobContext) -> None:
             report.assigned,
             report.acknowledged,
         )
+
+
+async def _intake_waits(runtime: Runtime) -> bool:
+    """Intake first: triage and routing take the CPU intake leaves, and step aside while it
+    has a batch waiting (the intake job defers triage again when it has stored messages, and
+    triage defers routing)."""
+    return await intake.pending_at_least(runtime.db, runtime.settings.intake_batch_size)
 
 
 @app.periodic(cron="* * * * * */5")
@@ -203,10 +208,25 @@ async def _route_after_timers(fired: int) -> None:
 
 
 async def _run_jobs(runtime: Runtime) -> None:
+    """Intake has a worker of its own: a long triage or routing job never holds the slot that
+    stored events wait for."""
+    await asyncio.gather(
+        *(
+            _keep_working(runtime, name, queues, concurrency)
+            for name, queues, concurrency in WORKERS
+        )
+    )
+
+
+async def _keep_working(
+    runtime: Runtime, name: str, queues: tuple[str, ...], concurrency: int
+) -> None:
     while True:
         try:
             await app.run_worker_async(
-                concurrency=2,
+                name=name,
+                queues=list(queues),
+                concurrency=concurrency,
                 install_signal_handlers=False,
                 additional_context={"runtime": runtime},
                 delete_jobs="always",

@@ -119,6 +119,29 @@ async def test_routing_waits_briefly_for_triage_then_goes_without_it(
     assert later.routed == 1 and later.assigned == 1
 
 
+async def test_routing_steps_aside_for_intake_batch_by_batch_and_leaves_the_rest_pending(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
+) -> None:
+    count = routing.ROUTE_BATCH + 5
+    await arrive(client, db, settings, tenant, *[(f"m{i}", f"c{i}") for i in range(count)])
+    later = datetime.now(UTC) + routing.TRIAGE_GRACE * 2
+    looks = 0
+
+    async def intake_waits_after_one_batch() -> bool:
+        nonlocal looks
+        looks += 1
+        return looks > 1
+
+    first = await routing.route_pending(db, later, step_aside=intake_waits_after_one_batch)
+    assert first.routed == routing.ROUTE_BATCH and first.assigned > 0
+    async with db.sessions() as session:
+        assert await routing.pending_exists(session)
+    rest = await routing.route_pending(db, later)
+    assert rest.routed == 5
+    async with db.sessions() as session:
+        assert not await routing.pending_exists(session)
+
+
 async def test_agents_get_conversations_balanced_and_never_past_their_capacity(
     client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
 ) -> None:

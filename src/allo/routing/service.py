@@ -13,7 +13,7 @@ agent's last place twice.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -64,7 +64,8 @@ from allo.routing.sla import (
 
 # How long routing waits for triage to read a message before going without it.
 TRIAGE_GRACE = timedelta(seconds=15)
-ROUTE_BATCH = 200
+# Conversations routed between two looks at whether intake waits (`route_pending`).
+ROUTE_BATCH = 50
 # What agents hold at once, per kind of channel, when their profile does not say.
 DEFAULT_CAPACITY = {"social": 8, "messaging": 4, "email": 10, "voice": 1}
 CHANNEL_KIND = {
@@ -119,10 +120,17 @@ def calendar_of(team: Team | None) -> BusinessCalendar:
     return BusinessCalendar.from_json(team.calendar)
 
 
-async def route_pending(db: Database, now: datetime | None = None) -> RouteReport:
-    """Route every conversation waiting to be read, one transaction each."""
+async def route_pending(
+    db: Database,
+    now: datetime | None = None,
+    step_aside: Callable[[], Awaitable[bool]] | None = None,
+) -> RouteReport:
+    """Route every conversation waiting to be read, one transaction each.
+
+    Before each batch `step_aside` may say that more urgent work waits (intake): routing then
+    stops after assigning what it read; the rest stays pending for the next job."""
     report = RouteReport()
-    while True:
+    while not (step_aside is not None and await step_aside()):
         moment = now or datetime.now(UTC)
         async with db.sessions() as session:
             ids = list(
