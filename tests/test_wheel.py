@@ -23,6 +23,12 @@ PIP = Path(sys.executable).parent / "pip"
 DATA_FILES = (
     "allo/demo/traffic.json",
     "allo/web/templates/home.html",
+    "allo/web/templates/_macros.html",
+    "allo/web/static/allo.js",
+    "allo/web/static/allo.css",
+    "allo/web/static/vendor/htmx.min.js",
+    "allo/web/locale/fr/LC_MESSAGES/messages.mo",
+    "allo/db/migrations/versions/0004_workspace.py",
     "allo/db/migrations/env.py",
     "allo/db/migrations/script.py.mako",
     "allo/db/migrations/versions/0001_initial_schema.py",
@@ -130,7 +136,7 @@ import json
 import allo
 from allo.db import migrate
 from allo.demo.service import load_traffic
-from allo.web.routes import templates
+from allo.web.i18n import templates, translations
 from allo.triage.linear import load_shipped
 
 print(json.dumps({
@@ -138,6 +144,7 @@ print(json.dumps({
     "conversations": len(load_traffic()["conversations"]),
     "head": migrate.head_revision(),
     "template": templates.get_template("home.html").filename,
+    "french": translations("fr").gettext("Sign in"),
     "sentiment": load_shipped("sentiment_fr_fast").predict(["Merci beaucoup, génial !"]),
 }))
 """
@@ -163,5 +170,6 @@ def test_the_unpacked_wheel_finds_its_data_through_the_package(
     assert Path(found["file"]).is_relative_to(unpacked)
     assert found["conversations"] == len(load_traffic()["conversations"]) == 46
     assert found["head"] == migrate.head_revision()
+    assert found["french"] == "Se connecter"
     assert found["sentiment"] == ["positive"]
     assert Path(found["template"]).is_relative_to(unpacked)

@@ -8,12 +8,14 @@ listener is logged and does not undo or block anything.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 logger = logging.getLogger(__name__)
@@ -23,6 +25,10 @@ Listener = Callable[[Any], Awaitable[None]]
 
 _listeners: dict[type, list[Listener]] = defaultdict(list)
 _PENDING_KEY = "allo.domain_events"
+# The PostgreSQL NOTIFY channel that tells open workspaces what changed (`web.realtime`).
+REALTIME_CHANNEL = "allo_realtime"
+# Conversation ids per notification: a payload stays far under NOTIFY's 8,000 bytes.
+ANNOUNCED_PER_NOTIFY = 200
 
 
 @dataclass(frozen=True)
@@ -64,3 +70,32 @@ async def dispatch(events: Iterable[object]) -> None:
                 await listener(event)
             except Exception:
                 logger.exception("listener %s failed on %r", listener.__qualname__, event)
+
+
+async def announce(
+    session: AsyncSession, account_id: int, kind: str, conversation_ids: Iterable[int]
+) -> None:
+    """Tell the account's open workspaces, in every `allo serve` process, that these
+    conversations changed (`kind`: message, assignment, status). PostgreSQL delivers the
+    notification when the transaction commits, and never if it rolls back."""
+    ids = sorted(set(conversation_ids))
+    for start in range(0, len(ids), ANNOUNCED_PER_NOTIFY):
+        payload = {
+            "account": account_id,
+            "kind": kind,
+            "conversations": ids[start : start + ANNOUNCED_PER_NOTIFY],
+        }
+        await session.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": REALTIME_CHANNEL, "payload": json.dumps(payload)},
+        )
+
+
+async def announce_received(session: AsyncSession, recorded: Iterable[object]) -> None:
+    """Announce the conversations that the recorded `MessageReceived` events touched."""
+    by_account: dict[int, set[int]] = defaultdict(set)
+    for event in recorded:
+        if isinstance(event, MessageReceived):
+            by_account[event.account_id].add(event.conversation_id)
+    for account_id, conversation_ids in sorted(by_account.items()):
+        await announce(session, account_id, "message", conversation_ids)

@@ -46,11 +46,21 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         default=30.0, ge=0, description="How long a verified API token is trusted in memory."
     )
+    session_hours: float = Field(
+        default=12.0, gt=0, description="A browser session ends after this long unused."
+    )
+    secure_cookies: bool = Field(
+        default=False, description="Send the session cookie over HTTPS only (behind TLS)."
+    )
     log_level: str = "INFO"
 
     @property
     def reopen_window(self) -> timedelta:
         return timedelta(hours=self.reopen_window_hours)
+
+    @property
+    def session_lifetime(self) -> timedelta:
+        return timedelta(hours=self.session_hours)
 
 
 @lru_cache

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allo.accounts.models import ROLES, Account, ApiToken, User
+from allo.accounts.models import ROLES, Account, ApiToken, User, WebSession
 
 TOKEN_PREFIX = "allo_"  # noqa: S105 (a prefix, not a secret)
 _hasher = PasswordHasher()
@@ -94,3 +95,97 @@ def set_password(user: User, password: str) -> None:
     if len(password) < 8:
         raise ValueError("password: at least 8 characters")
     user.password_hash = _hasher.hash(password)
+
+
+# A session is extended when used, at most once in this interval (not a write per request).
+SESSION_TOUCH = timedelta(minutes=5)
+# Verified when no user has the email, so that an unknown address takes as long as a wrong
+# password and does not tell who has an account.
+_UNKNOWN_USER_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+async def sign_in(session: AsyncSession, email: str, password: str) -> User | None:
+    """The user with this email whose password matches (an email may exist in several
+    accounts: the first account where the password matches)."""
+    users = list(
+        await session.scalars(
+            select(User).where(User.email == email.strip().lower()).order_by(User.id)
+        )
+    )
+    if not users:
+        with_dummy = User(password_hash=_UNKNOWN_USER_HASH)
+        password_matches(with_dummy, password)
+        return None
+    return next((user for user in users if password_matches(user, password)), None)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The user behind a browser session, and the session's CSRF token."""
+
+    session_id: int
+    user_id: int
+    account_id: int
+    name: str
+    email: str
+    role: str
+    language: str
+    csrf_token: str
+
+
+async def open_web_session(
+    session: AsyncSession, user: User, now: datetime, lifetime: timedelta
+) -> str:
+    """A new browser session for this user; the cookie's value, shown this once."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(
+            account_id=user.account_id,
+            user_id=user.id,
+            token_sha256=token_digest(token),
+            csrf_token=secrets.token_urlsafe(32),
+            last_seen_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def web_session_of(
+    session: AsyncSession, token: str, now: datetime, lifetime: timedelta
+) -> SignedIn | None:
+    """Who this cookie signs in, if its session is live; using it extends it."""
+    row = (
+        await session.execute(
+            select(WebSession, User)
+            .join(User, User.id == WebSession.user_id)
+            .where(
+                WebSession.token_sha256 == token_digest(token),
+                WebSession.ended_at.is_(None),
+                WebSession.expires_at > now,
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    web_session, user = row
+    if now - web_session.last_seen_at > SESSION_TOUCH:
+        web_session.last_seen_at = now
+        web_session.expires_at = now + lifetime
+    return SignedIn(
+        session_id=web_session.id,
+        user_id=user.id,
+        account_id=user.account_id,
+        name=user.name,
+        email=user.email,
+        role=user.role,
+        language=user.language,
+        csrf_token=web_session.csrf_token,
+    )
+
+
+async def end_web_session(session: AsyncSession, session_id: int, now: datetime) -> None:
+    await session.execute(
+        update(WebSession).where(WebSession.id == session_id).values(ended_at=now)
+    )

@@ -144,6 +144,14 @@ class Message(Timestamped, Base):
             postgresql_using="gin",
             postgresql_ops={"text": "gin_trgm_ops"},
         ),
+        # A message written in Allo is stored once per key, however often its form is sent.
+        Index(
+            "uq_messages_idempotency",
+            "account_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
         # The triage queue: customer messages not read yet.
         Index(
             "ix_messages_untriaged",
@@ -188,3 +196,5 @@ class Message(Timestamped, Base):
     triage: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     """What triage read in it (`allo.triage.schemas.Assessment`); null until triaged."""
     triaged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """For messages written in Allo (replies, notes): the composer's key."""

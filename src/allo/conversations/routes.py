@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from allo.accounts.service import SignedIn
 from allo.channels.models import CHANNEL_KINDS
 from allo.conversations import service as conversations
 from allo.conversations.models import STATUSES
@@ -15,10 +17,13 @@ from allo.conversations.schemas import (
     MessagePage,
     StatusIn,
 )
+from allo.conversations.service import UNANSWERED_REASONS
 from allo.jobs import defer_routing
-from allo.web.auth import Owner
+from allo.replies.service import new_key
+from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
-from allo.web.state import State
+from allo.web.i18n import render
+from allo.web.state import AppState, State
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 
@@ -136,3 +141,135 @@ async def change_status(
         raise ApiError(422, "invalid", str(error), error.field) from None
     await defer_routing()
     return result
+
+
+# The workspace's pages
+
+pages = APIRouter(include_in_schema=False)
+
+
+def viewer_of(agent: SignedIn) -> conversations.Viewer:
+    return conversations.Viewer(user_id=agent.user_id, account_id=agent.account_id, role=agent.role)
+
+
+def _inbox_filters(request: Request) -> tuple[str, conversations.InboxFilters]:
+    """The view and filters of the inbox's query string; unknown values are ignored, as a
+    stale bookmark should still open the inbox."""
+    asked = request.query_params
+    view = asked.get("view", "mine")
+    view = view if view in conversations.VIEWS else "mine"
+    status = asked.get("status", "open")
+    priority = asked.get("priority", "")
+    text = asked.get("q", "").strip()
+    return view, conversations.InboxFilters(
+        status=status if status in STATUSES else None,
+        channel=asked.get("channel") if asked.get("channel") in CHANNEL_KINDS else None,
+        label=asked.get("label") or None,
+        language=asked.get("language") or None,
+        sentiment=asked.get("sentiment") or None,
+        intent=asked.get("intent") or None,
+        priority=int(priority) if priority.lstrip("-").isdigit() else None,
+        text=text[:200] if len(text) >= 2 else None,
+    )
+
+
+async def _inbox_context(request: Request, agent: SignedIn, state: AppState) -> dict[str, Any]:
+    view, filters = _inbox_filters(request)
+    now = datetime.now(UTC)
+    async with state.db.sessions() as session:
+        rows = await conversations.inbox(session, viewer_of(agent), view, filters, now)
+    return {
+        "agent": agent,
+        "section": "inbox",
+        "view": view,
+        "views": conversations.VIEWS,
+        "filters": filters,
+        "rows": rows,
+        "now": now,
+        "channels": CHANNEL_KINDS,
+        "statuses": STATUSES,
+        "query": request.url.query,
+    }
+
+
+@pages.get("/inbox", response_class=HTMLResponse)
+async def inbox_page(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    context = await _inbox_context(request, agent, state)
+    return render(request, "inbox.html", agent.language, context)
+
+
+@pages.get("/inbox/queue", response_class=HTMLResponse)
+async def inbox_queue(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    """The inbox's rows alone: what a live update reloads."""
+    context = await _inbox_context(request, agent, state)
+    return render(request, "_queue.html", agent.language, context)
+
+
+async def conversation_context(
+    state: AppState, agent: SignedIn, conversation_id: int
+) -> dict[str, Any] | None:
+    """Everything the conversation page shows; None when it is not the account's."""
+    async with state.db.sessions() as session:
+        found = await conversations.workspace_view(session, agent.account_id, conversation_id)
+    if found is None:
+        return None
+    return {
+        "agent": agent,
+        "section": "inbox",
+        "now": datetime.now(UTC),
+        "reasons": UNANSWERED_REASONS,
+        **found,
+    }
+
+
+@pages.get("/conversations/{conversation_id}", response_class=HTMLResponse)
+async def conversation_page(
+    request: Request, conversation_id: int, agent: Agent, state: State
+) -> HTMLResponse:
+    context = await conversation_context(state, agent, conversation_id)
+    if context is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    context["composer_key"] = new_key()
+    return render(request, "conversation.html", agent.language, context)
+
+
+@pages.get("/conversations/{conversation_id}/thread", response_class=HTMLResponse)
+async def conversation_thread(
+    request: Request, conversation_id: int, agent: Agent, state: State
+) -> HTMLResponse:
+    """The thread alone: what a live update reloads."""
+    context = await conversation_context(state, agent, conversation_id)
+    if context is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    return render(request, "_thread.html", agent.language, context)
+
+
+@pages.post("/conversations/{conversation_id}/status", response_model=None)
+async def change_status_page(
+    request: Request,
+    conversation_id: int,
+    agent: Agent,
+    state: State,
+    status: Annotated[str, Form()],
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        async with state.db.transaction() as session:
+            changed = await conversations.change_status(
+                session,
+                agent.account_id,
+                conversation_id,
+                status,
+                datetime.now(UTC),
+                reason or None,
+            )
+    except conversations.StatusError as error:
+        context = await conversation_context(state, agent, conversation_id)
+        if context is None:
+            return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+        context.update(composer_key=new_key(), status_error=error.field)
+        return render(request, "conversation.html", agent.language, context, 422)
+    if changed is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    await defer_routing()
+    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)

@@ -14,12 +14,16 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
+from allo.accounts.models import User
 from allo.channels.inbound import InboundMessage
 from allo.channels.models import ChannelAccount
+from allo.contacts.models import Contact, Identity
 from allo.conversations.models import STATUSES, Conversation, Message
 from allo.db import bulk
 from allo.db.keys import pairs_match
 from allo.db.search import contains_pattern
+from allo.routing.models import TeamMember
+from allo.routing.service import queue_order
 
 THREADED_BY_HEADERS = frozenset({"email"})
 STATE_COLUMNS = (
@@ -449,6 +453,7 @@ async def change_status(
         conversation.sla_paused_at = at
     conversation.status = status
     conversation.routed_at = None  # routing reads it again: clocks stop, pause or restart
+    await events.announce(session, account_id, "status", [conversation_id])
     return conversation
 
 
@@ -582,3 +587,175 @@ async def list_messages(
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].sent_at, rows[-1].id)
     return rows, next_cursor
+
+
+# The workspace's inbox
+
+VIEWS = ("mine", "unassigned", "teams", "all", "sla", "spam")
+# "SLA at risk": a response due within this, or already overdue.
+AT_RISK = timedelta(minutes=15)
+SENTIMENT_BANDS = {"negative": (-1.0, -0.35), "neutral": (-0.35, 0.35), "positive": (0.35, 1.01)}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who looks at the inbox: agents see their teams' conversations, those without a team
+    and their own; supervisors and admins see the whole account."""
+
+    user_id: int
+    account_id: int
+    role: str
+
+
+@dataclass(frozen=True)
+class InboxFilters:
+    status: str | None = "open"
+    channel: str | None = None
+    label: str | None = None
+    language: str | None = None
+    sentiment: str | None = None
+    intent: str | None = None
+    priority: int | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    conversation: Conversation
+    contact_name: str | None
+    assignee_name: str | None
+    preview: str | None
+
+
+async def inbox(
+    session: AsyncSession,
+    viewer: Viewer,
+    view: str,
+    filters: InboxFilters,
+    now: datetime,
+    limit: int = 50,
+) -> list[InboxRow]:
+    """A view of the account's conversations in the routing queue's order (the next one to
+    answer first), with what a row shows: the contact, the assignee, the latest message."""
+    query = _filtered(
+        viewer.account_id,
+        ConversationFilters(
+            status=filters.status, channel=filters.channel, label=filters.label, text=filters.text
+        ),
+    )
+    my_teams = select(TeamMember.team_id).where(TeamMember.user_id == viewer.user_id)
+    if viewer.role == "agent":
+        query = query.where(
+            or_(
+                Conversation.team_id.in_(my_teams),
+                Conversation.team_id.is_(None),
+                Conversation.assignee_id == viewer.user_id,
+            )
+        )
+    query = _in_view(query, view, viewer, my_teams, now)
+    query = _by_triage(query, filters)
+    latest = (
+        select(Message.text)
+        .where(Message.conversation_id == Conversation.id, Message.visibility != "note")
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        query.add_columns(Contact.name, User.name, latest)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .outerjoin(User, User.id == Conversation.assignee_id)
+        .order_by(*queue_order(now))
+        .limit(limit)
+    )
+    return [
+        InboxRow(conversation, contact, assignee, preview)
+        for conversation, contact, assignee, preview in rows.all()
+    ]
+
+
+def _in_view(
+    query: Select[Conversation], view: str, viewer: Viewer, my_teams: Any, now: datetime
+) -> Select[Conversation]:
+    if view == "mine":
+        return query.where(Conversation.assignee_id == viewer.user_id)
+    if view == "unassigned":
+        return query.where(Conversation.assignee_id.is_(None))
+    if view == "teams":
+        return query.where(Conversation.team_id.in_(my_teams))
+    if view == "sla":
+        return query.where(
+            Conversation.response_due_at.is_not(None), Conversation.response_due_at <= now + AT_RISK
+        )
+    if view == "spam":
+        return query.where(Conversation.waiting_triage["spam"].as_boolean().is_(True))
+    return query
+
+
+def _by_triage(query: Select[Conversation], filters: InboxFilters) -> Select[Conversation]:
+    read = Conversation.waiting_triage
+    if filters.language:
+        query = query.where(Conversation.language == filters.language)
+    if filters.priority is not None:
+        query = query.where(Conversation.priority == filters.priority)
+    if filters.intent:
+        query = query.where(read["intents"].contains([filters.intent]))
+    if filters.sentiment in SENTIMENT_BANDS:
+        low, high = SENTIMENT_BANDS[filters.sentiment]
+        score = read["sentiment"].as_float()
+        query = query.where(score >= low, score < high)
+    return query
+
+
+THREAD_SHOWN = 200
+PAST_SHOWN = 20
+
+
+async def workspace_view(
+    session: AsyncSession, account_id: int, conversation_id: int
+) -> dict[str, Any] | None:
+    """What the conversation page shows: the conversation, its latest messages (oldest first),
+    the customer with every identity, their other conversations on every channel, and who
+    holds it. None when the conversation is not the account's."""
+    conversation = await get_conversation(session, account_id, conversation_id)
+    if conversation is None:
+        return None
+    latest = (
+        await session.scalars(
+            select(Message)
+            .where(Message.account_id == account_id, Message.conversation_id == conversation_id)
+            .order_by(Message.sent_at.desc(), Message.id.desc())
+            .limit(THREAD_SHOWN)
+        )
+    ).all()
+    contact = await session.get(Contact, conversation.contact_id)
+    identities = (
+        await session.scalars(
+            select(Identity).where(Identity.contact_id == conversation.contact_id)
+        )
+    ).all()
+    past = (
+        await session.scalars(
+            select(Conversation)
+            .where(
+                Conversation.account_id == account_id,
+                Conversation.contact_id == conversation.contact_id,
+                Conversation.id != conversation_id,
+            )
+            .order_by(Conversation.last_message_at.desc())
+            .limit(PAST_SHOWN)
+        )
+    ).all()
+    assignee = (
+        await session.get(User, conversation.assignee_id) if conversation.assignee_id else None
+    )
+    messages = list(reversed(latest))
+    return {
+        "conversation": conversation,
+        "messages": messages,
+        "last_message_id": max((m.id for m in messages), default=0),
+        "contact": contact,
+        "identities": list(identities),
+        "past": list(past),
+        "assignee": assignee,
+    }

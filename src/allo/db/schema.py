@@ -6,6 +6,7 @@ from allo.contacts import models as contacts
 from allo.conversations import models as conversations
 from allo.db.base import Base
 from allo.intake import models as intake
+from allo.replies import models as replies
 from allo.routing import models as routing
 from allo.triage import models as triage
 
@@ -18,6 +19,7 @@ __all__ = [
     "conversations",
     "intake",
     "metadata",
+    "replies",
     "routing",
     "triage",
 ]

@@ -108,6 +108,7 @@ async def process_batch(db: Database, batch_size: int, reopen_window: timedelta)
                     )
             report = await _apply(session, pending, outcomes)
             domain_events = events.take_recorded(session)
+            await events.announce_received(session, domain_events)
         await events.dispatch(domain_events)
     return report
 

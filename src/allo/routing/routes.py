@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter
+from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.conversations.schemas import ConversationOut
@@ -29,7 +30,7 @@ from allo.routing.schemas import (
     TeamOut,
     TransferIn,
 )
-from allo.web.auth import Owner
+from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.state import State
 
@@ -229,3 +230,17 @@ async def sla_report(
         )
     async with state.db.sessions() as session:
         return await routing.sla_report(session, owner.account_id, start, end)
+
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.post("/conversations/{conversation_id}/assign", response_model=None)
+async def assign_to_me(conversation_id: int, agent: Agent, state: State) -> RedirectResponse:
+    """The conversation page's "Assign to me"."""
+    try:
+        async with state.db.transaction() as session:
+            await routing.assign_by_hand(session, agent.account_id, conversation_id, agent.user_id)
+    except routing.RoutingError:
+        return RedirectResponse("/inbox", status_code=303)
+    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)

@@ -26,11 +26,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from allo import events
 from allo.accounts.models import User
 from allo.channels.models import ChannelAccount
 from allo.contacts.models import Contact
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
+from allo.replies import service as replies
 from allo.routing import assignment, priority
 from allo.routing.calendars import BusinessCalendar
 from allo.routing.models import (
@@ -100,6 +102,7 @@ class WaitingTriage:
     """What triage read in the messages the customer is waiting on."""
 
     answerable: bool = True
+    spam: bool = False
     urgent: bool = False
     sentiment: float = 0.0
     churn: bool = False
@@ -169,7 +172,7 @@ async def fill(db: Database, team_id: int, now: datetime) -> int:
             kind: sum(max(0, load.capacity - load.holding) for load in loads[kind] if load.online)
             for kind in KINDS
         }
-        assigned = 0
+        assigned_ids: list[int] = []
         while kinds := [kind for kind in KINDS if places[kind] > 0]:
             # Only conversations of channels with room are read; when a kind fills up, the
             # queue is read again without it.
@@ -194,13 +197,14 @@ async def fill(db: Database, team_id: int, now: datetime) -> int:
                         for load in loads[kind]
                     ]
                     places[kind] -= 1
-                    assigned += 1
+                    assigned_ids.append(conversation.id)
                     if places[kind] == 0:
                         filled_a_kind = True
                         break
             if not filled_a_kind:
                 break
-        return assigned
+        await events.announce(session, team.account_id, "assignment", assigned_ids)
+        return len(assigned_ids)
 
 
 async def fill_all(db: Database, now: datetime) -> int:
@@ -280,14 +284,22 @@ def _queue_statement(part: str) -> Any:
         query = query.where(Conversation.assignee_id.is_(None), due <= now)
         order = [due, arrived, Conversation.id]
     else:
-        tier = case(
-            (due.is_(None), priority.NO_CLOCK),
-            (due <= now, priority.OVERDUE),
-            else_=priority.ON_TIME,
-        )
-        first = case((due.is_(None), arrived), (due <= now, due), else_=Conversation.queue_deadline)
-        order = [tier, first, arrived, Conversation.id]
+        order = queue_order(now)
     return query.order_by(*order).limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+def queue_order(now: Any) -> list[Any]:
+    """The queue's order (`routing.priority.order`) as ORDER BY terms, over the stored place:
+    on time by deadline, then overdue by due time, then conversations without a clock."""
+    due = Conversation.response_due_at
+    arrived = func.coalesce(Conversation.waiting_since, Conversation.last_message_at)
+    tier = case(
+        (due.is_(None), priority.NO_CLOCK),
+        (due <= now, priority.OVERDUE),
+        else_=priority.ON_TIME,
+    )
+    first = case((due.is_(None), arrived), (due <= now, due), else_=Conversation.queue_deadline)
+    return [tier, first, arrived, Conversation.id]
 
 
 _QUEUE = {part: _queue_statement(part) for part in ("all", "on_time", "overdue")}
@@ -388,6 +400,7 @@ async def route(
     await set_clocks(session, conversation, setup, triage, now)
     conversation.waiting_triage = {
         "answerable": triage.answerable,
+        "spam": triage.spam,
         "urgent": triage.urgent,
         "sentiment": triage.sentiment,
         "churn": triage.churn,
@@ -450,6 +463,7 @@ async def waiting_triage(session: AsyncSession, conversation: Conversation) -> W
     intents = frozenset(intent for row in read for intent in row.get("intents", []))
     return WaitingTriage(
         answerable=any(row.get("needs_answer") and not row.get("spam") for row in read),
+        spam=all(row.get("spam") for row in read),
         urgent=any(row.get("urgent") for row in read),
         sentiment=min(float(row.get("sentiment", {}).get("score", 0.0)) for row in read),
         churn="churn" in intents,
@@ -753,20 +767,7 @@ async def acknowledge(
     expected = await expected_answer_at(session, team, calendar, now)
     local = expected.astimezone(ZoneInfo(calendar.time_zone))
     message_text = template.replace("{expected}", local.strftime("%Y-%m-%d %H:%M"))
-    session.add(
-        Message(
-            account_id=conversation.account_id,
-            conversation_id=conversation.id,
-            channel_account_id=conversation.channel_account_id,
-            direction="out",
-            visibility=conversation.visibility,
-            text=message_text,
-            author_name="Allo",
-            sent_at=now,
-            received_at=now,
-            delivery_status="queued",
-        )
-    )
+    await replies.queue_automatic(session, conversation, message_text, "Allo", now)
     conversation.acknowledged_at = now
     return True
 
@@ -1150,6 +1151,7 @@ async def assign_by_hand(
         if user is None or user.account_id != account_id:
             raise RoutingError(f"no user {user_id} in this account", "user_id")
     conversation.assignee_id = user_id
+    await events.announce(session, account_id, "assignment", [conversation_id])
     return conversation
 
 
@@ -1165,6 +1167,7 @@ async def transfer(
     conversation.team_id = team_id
     conversation.assignee_id = None
     conversation.routed_at = None
+    await events.announce(session, account_id, "assignment", [conversation_id])
     return conversation
 
 

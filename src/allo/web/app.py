@@ -19,19 +19,25 @@ from allo import __version__, jobs
 from allo.channels.api import ApiInboundMessage
 from allo.channels.routes import router as inbox_routes
 from allo.contacts.routes import router as contact_routes
+from allo.conversations.routes import pages as conversation_pages
 from allo.conversations.routes import router as conversation_routes
 from allo.db.engine import connect, libpq_url
 from allo.intake.routes import router as intake_routes
 from allo.intake.service import Recorder
+from allo.replies.routes import pages as reply_pages
+from allo.replies.routes import router as reply_routes
+from allo.routing.routes import pages as routing_pages
 from allo.routing.routes import router as routing_routes
 from allo.settings import Settings
 from allo.triage.routes import router as triage_routes
 from allo.web import errors
 from allo.web.auth import TtlCache
+from allo.web.realtime import Realtime
 from allo.web.routes import router as page_routes
 from allo.web.state import AppState
 
 SWAGGER_ASSETS = Path(swagger_ui.__file__).parent / "static"
+STATIC = Path(__file__).parent / "static"
 
 
 @asynccontextmanager
@@ -50,6 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=Recorder(libpq_url(settings.database_url)),
         tokens=TtlCache(settings.auth_cache_seconds),
         inboxes=TtlCache(settings.auth_cache_seconds),
+        realtime=Realtime(libpq_url(settings.database_url)),
     )
     app.state.allo = state
     await state.recorder.open()
@@ -61,13 +68,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with jobs.opened(settings.database_url):
         # Jobs run in `allo worker` (a child of `allo serve`): here, only the kicker that
         # defers intake processing when events come in.
-        kicking = asyncio.create_task(state.kicker.run())
+        background = [
+            asyncio.create_task(state.kicker.run()),
+            asyncio.create_task(state.realtime.run()),
+        ]
         try:
             yield
         finally:
-            kicking.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await kicking
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
     await state.recorder.close()
     await db.dispose()
 
@@ -105,8 +117,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contact_routes,
         triage_routes,
         routing_routes,
+        reply_routes,
+        conversation_pages,
+        reply_pages,
+        routing_pages,
     ):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/api/docs/assets", StaticFiles(directory=SWAGGER_ASSETS), name="swagger-assets")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

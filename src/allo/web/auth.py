@@ -1,16 +1,19 @@
-"""Bearer-token authentication for the API."""
+"""Who is asking: bearer tokens for the API, session cookies (with CSRF tokens) for pages."""
 
 from __future__ import annotations
 
+import hmac
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
+from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from allo.accounts import service as accounts
-from allo.accounts.service import TokenOwner
-from allo.web.errors import ApiError
+from allo.accounts.service import SignedIn, TokenOwner
+from allo.web.errors import ApiError, CsrfRejected, SignInRequired
 from allo.web.state import AppState
 
 K = TypeVar("K")
@@ -69,3 +72,41 @@ async def owner_of(state: AppState, token: str) -> TokenOwner:
 
 
 Owner = Annotated[TokenOwner, Depends(token_owner)]
+
+
+SESSION_COOKIE = "allo_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def signed_in(request: Request) -> SignedIn:
+    """The signed-in user of a page request. A request that changes something must carry the
+    session's CSRF token, in the `X-CSRF-Token` header (htmx) or the `csrf_token` form field:
+    another site can make a browser send the cookie, never the token."""
+    state: AppState = request.app.state.allo
+    token = request.cookies.get(SESSION_COOKIE)
+    user = None
+    if token:
+        async with state.db.transaction() as session:
+            user = await accounts.web_session_of(
+                session, token, datetime.now(UTC), state.settings.session_lifetime
+            )
+    if user is None:
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(quote(path, safe="/?=&"))
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None and _is_form(request):
+            sent = str((await request.form()).get(CSRF_FIELD, ""))
+        if not sent or not hmac.compare_digest(sent, user.csrf_token):
+            raise CsrfRejected()
+    return user
+
+
+def _is_form(request: Request) -> bool:
+    kind = request.headers.get("content-type", "")
+    return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
+Agent = Annotated[SignedIn, Depends(signed_in)]

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from psycopg_pool import PoolTimeout
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolExhausted
@@ -24,6 +24,18 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.field = field
+
+
+class SignInRequired(Exception):
+    """No live session: a page sends the browser to the sign-in page, then back."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class CsrfRejected(Exception):
+    """A changing page request without its session's CSRF token."""
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -44,6 +56,21 @@ def install(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
         return JSONResponse(
             error_body(error.code, error.message, error.field), error.status, headers=headers
+        )
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(request: Request, error: SignInRequired) -> Response:
+        target = f"/login?next={error.next_path}"
+        if request.headers.get("hx-request"):
+            # htmx follows this header with a full page load, not a swap of the sign-in page.
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(CsrfRejected)
+    async def forged(_request: Request, _error: CsrfRejected) -> JSONResponse:
+        return JSONResponse(
+            error_body("csrf", "this form is out of date or came from another site: reload"),
+            403,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -1,22 +1,27 @@
-"""The home page, health check and API documentation."""
+"""The home page, signing in and out, live updates, health check and API documentation."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, select, text
 
 from allo import __version__
+from allo.accounts import service as accounts
 from allo.conversations.models import Conversation, Message
 from allo.intake import service as intake
+from allo.web.auth import SESSION_COOKIE, Agent
+from allo.web.i18n import accepted_language, gettext_in, render
+from allo.web.realtime import event_stream
 from allo.web.state import State
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+KEEPALIVE_SECONDS = 15.0
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -26,9 +31,10 @@ async def home(request: Request, state: State) -> HTMLResponse:
         events = await intake.count_by_status(session)
         conversations = await session.scalar(select(func.count()).select_from(Conversation))
         messages = await session.scalar(select(func.count()).select_from(Message))
-    return templates.TemplateResponse(
+    return render(
         request,
         "home.html",
+        accepted_language(request),
         {
             "version": __version__,
             "events": events,
@@ -53,4 +59,85 @@ async def api_docs() -> HTMLResponse:
         swagger_js_url="/api/docs/assets/swagger-ui-bundle.js",
         swagger_css_url="/api/docs/assets/swagger-ui.css",
         swagger_favicon_url="/api/docs/assets/favicon-32x32.png",
+    )
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this site: never an open redirect to another one."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/inbox"
+    return target
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str | None = None) -> HTMLResponse:
+    return render(
+        request, "login.html", accepted_language(request), {"next": _safe_next(next), "error": None}
+    )
+
+
+@router.post("/login", response_model=None)
+async def login(
+    request: Request,
+    state: State,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "/inbox",
+) -> Response:
+    async with state.db.transaction() as session:
+        user = await accounts.sign_in(session, email, password) if email and password else None
+        token = (
+            await accounts.open_web_session(
+                session, user, datetime.now(UTC), state.settings.session_lifetime
+            )
+            if user is not None
+            else None
+        )
+    if user is None or token is None:
+        language = accepted_language(request)
+        return render(
+            request,
+            "login.html",
+            language,
+            {
+                "next": _safe_next(next),
+                "email": email,
+                "error": gettext_in(language, "Wrong email or password."),
+            },
+            status_code=401,
+        )
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(state.settings.session_lifetime.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=state.settings.secure_cookies,
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(agent: Agent, state: State) -> RedirectResponse:
+    async with state.db.transaction() as session:
+        await accounts.end_web_session(session, agent.session_id, datetime.now(UTC))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/events")
+async def live_updates(agent: Agent, state: State) -> StreamingResponse:
+    """Server-sent events: which conversations of the account changed, as they change."""
+
+    async def stream() -> AsyncIterator[str]:
+        with state.realtime.listening(agent.account_id) as queue:
+            async for chunk in event_stream(queue, KEEPALIVE_SECONDS):
+                yield chunk
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -11,6 +11,7 @@ from allo.db.engine import Database
 from allo.intake.service import Recorder
 from allo.jobs import IntakeKicker
 from allo.settings import Settings
+from allo.web.realtime import Realtime
 
 if TYPE_CHECKING:
     from allo.accounts.service import TokenOwner
@@ -25,6 +26,7 @@ class AppState:
     recorder: Recorder
     tokens: TtlCache[str, TokenOwner]
     inboxes: TtlCache[tuple[int, int], str]
+    realtime: Realtime
 
 
 async def app_state(request: Request) -> AppState:

@@ -1,0 +1,130 @@
+"""Replies and notes, through the API and the conversation page; the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from allo.accounts.models import User
+from allo.conversations.routes import conversation_context
+from allo.conversations.schemas import MessageOut
+from allo.jobs import defer_routing
+from allo.replies import service as replies
+from allo.replies.schemas import OutboxPage, ReplyIn, ReplyOut
+from allo.web.auth import Agent, Owner
+from allo.web.errors import ApiError
+from allo.web.i18n import render
+from allo.web.state import State
+
+router = APIRouter(prefix="/api/v1", tags=["replies"])
+pages = APIRouter(include_in_schema=False)
+
+
+@router.post(
+    "/conversations/{conversation_id}/replies",
+    response_model=ReplyOut,
+    status_code=201,
+    summary="Reply to the customer (queued in the outbox) or add an internal note",
+    responses={409: {"description": "Someone else answered after `seen_message_id`"}},
+)
+async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State) -> ReplyOut:
+    async with state.db.transaction() as session:
+        user = await session.get(User, owner.user_id) if owner.user_id else None
+        author = replies.Author(owner.user_id, user.name if user else "API")
+        try:
+            written = await replies.write(
+                session,
+                owner.account_id,
+                conversation_id,
+                author,
+                body.kind,
+                body.text,
+                body.idempotency_key,
+                datetime.now(UTC),
+                body.seen_message_id,
+            )
+        except replies.ReplyError as error:
+            raise ApiError(422, "invalid", str(error), error.field) from None
+        except replies.AlreadyAnswered as error:
+            raise ApiError(
+                409,
+                "already_answered",
+                f"answered since message {body.seen_message_id} (message "
+                f"{', '.join(str(m.id) for m in error.answers)}); send again to reply anyway",
+            ) from None
+        if written is None:
+            raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
+        result = ReplyOut(
+            message=MessageOut.model_validate(written.message), created=written.created
+        )
+    await defer_routing()
+    return result
+
+
+@router.get("/outbox", response_model=OutboxPage, summary="Messages to customers, newest first")
+async def outbox(owner: Owner, state: State) -> OutboxPage:
+    async with state.db.sessions() as session:
+        rows = await replies.outbox(session, owner.account_id)
+    return OutboxPage(messages=[MessageOut.model_validate(r) for r in rows])
+
+
+@pages.post("/conversations/{conversation_id}/replies", response_model=None)
+async def reply_page(
+    request: Request,
+    conversation_id: int,
+    agent: Agent,
+    state: State,
+    body: Annotated[str, Form(max_length=replies.MAX_TEXT + 1000)] = "",
+    kind: Annotated[str, Form()] = "reply",
+    key: Annotated[str, Form(max_length=200)] = "",
+    seen: Annotated[int | None, Form()] = None,
+) -> Response:
+    """The composer. A refused reply (empty, too long, answered meanwhile) shows the page
+    again with the text kept; a repeated submit (same key) writes nothing new."""
+    author = replies.Author(agent.user_id, agent.name)
+    problem: dict[str, object] = {}
+    try:
+        async with state.db.transaction() as session:
+            written = await replies.write(
+                session,
+                agent.account_id,
+                conversation_id,
+                author,
+                kind,
+                body,
+                key,
+                datetime.now(UTC),
+                seen,
+            )
+    except replies.ReplyError as error:
+        problem = {"reply_error": error.field}
+    except replies.AlreadyAnswered as error:
+        problem = {"answered_meanwhile": error.answers}
+    else:
+        if written is None:
+            return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+        await defer_routing()
+        return RedirectResponse(f"/conversations/{conversation_id}#composer", status_code=303)
+    context = await conversation_context(state, agent, conversation_id)
+    if context is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    # The same key: sending again after reading the new answers is a new, deliberate reply
+    # only if the agent sends it (the key still guards a double click).
+    context.update(problem, composer_key=key or replies.new_key(), draft=body, draft_kind=kind)
+    status = 409 if "answered_meanwhile" in problem else 422
+    return render(request, "conversation.html", agent.language, context, status)
+
+
+@pages.get("/outbox", response_class=HTMLResponse)
+async def outbox_page(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    async with state.db.sessions() as session:
+        rows = await replies.outbox(session, agent.account_id)
+    return render(
+        request,
+        "outbox.html",
+        agent.language,
+        {"agent": agent, "section": "outbox", "messages": rows},
+    )

@@ -1,0 +1,213 @@
+"""Writing to customers and to colleagues: every outgoing message and internal note is made here,
+and every message to a customer goes through the outbox."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from allo import events
+from allo.conversations.models import Conversation, Message
+from allo.replies.models import OutboxEntry
+
+# Longer than any channel allows (X 280, Messenger 2,000, WhatsApp 4,096, email more); the
+# per-channel limits are the composer's (issue 6), this one keeps a pasted novel out.
+MAX_TEXT = 20_000
+KINDS = ("reply", "note")
+
+
+class ReplyError(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply someone else sent, as the stopped writer is shown it."""
+
+    id: int
+    author_name: str | None
+    text: str
+    sent_at: datetime
+
+
+class AlreadyAnswered(Exception):
+    """Someone else answered while this reply was being written: it is not sent, and the
+    agent is shown what was sent (and sends again if theirs still needs saying)."""
+
+    def __init__(self, answers: list[Answer]) -> None:
+        super().__init__(f"{len(answers)} answer(s) sent since this reply was started")
+        self.answers = answers
+
+
+@dataclass(frozen=True)
+class Author:
+    user_id: int | None  # None: an integration's account-wide API token
+    name: str
+
+
+@dataclass(frozen=True)
+class Written:
+    message: Message
+    created: bool  # False: the same key was sent before; nothing new was made
+
+
+def new_key() -> str:
+    """A composer's idempotency key, made when the form is shown."""
+    return secrets.token_urlsafe(18)
+
+
+async def write(
+    session: AsyncSession,
+    account_id: int,
+    conversation_id: int,
+    author: Author,
+    kind: str,
+    body: str,
+    key: str,
+    now: datetime,
+    seen_message_id: int | None = None,
+) -> Written | None:
+    """A reply to the customer (queued in the outbox, in the conversation's own visibility:
+    public under a public post, private in a private thread) or an internal note. None when
+    the conversation is not the account's.
+
+    Sent twice with one key, it is written once. With `seen_message_id` (the last message the
+    writer saw), a reply is refused with `AlreadyAnswered` when another person answered since."""
+    if kind not in KINDS:
+        raise ReplyError(f"one of {', '.join(KINDS)}", "kind")
+    text = body.strip()
+    if not text:
+        raise ReplyError("write something first", "body")
+    if len(text) > MAX_TEXT:
+        raise ReplyError(f"at most {MAX_TEXT:,} characters", "body")
+    if not key or len(key) > 200:
+        raise ReplyError("an idempotency key of 1 to 200 characters", "key")
+    conversation = await session.get(Conversation, conversation_id, with_for_update=True)
+    if conversation is None or conversation.account_id != account_id:
+        return None
+    before = await session.scalar(
+        select(Message).where(Message.account_id == account_id, Message.idempotency_key == key)
+    )
+    if before is not None:
+        if before.conversation_id != conversation_id:
+            raise ReplyError("this key was used for another conversation", "key")
+        return Written(before, created=False)
+    if kind == "reply" and seen_message_id is not None:
+        answers = await answers_since(session, conversation_id, seen_message_id, author.user_id)
+        if answers:
+            raise AlreadyAnswered([Answer(m.id, m.author_name, m.text, m.sent_at) for m in answers])
+    message = Message(
+        account_id=account_id,
+        conversation_id=conversation_id,
+        channel_account_id=conversation.channel_account_id,
+        direction="out",
+        visibility="note" if kind == "note" else conversation.visibility,
+        text=text,
+        author_user_id=author.user_id,
+        author_name=author.name,
+        sent_at=now,
+        received_at=now,
+        # A note goes nowhere: it is stored as sent.
+        delivery_status="sent" if kind == "note" else "queued",
+        idempotency_key=key,
+    )
+    session.add(message)
+    await session.flush()
+    if kind == "reply":
+        await _queue(session, conversation, message, key, now)
+        _answered(conversation, author, now)
+    await events.announce(session, account_id, "message", [conversation_id])
+    return Written(message, created=True)
+
+
+async def queue_automatic(
+    session: AsyncSession, conversation: Conversation, body: str, author_name: str, now: datetime
+) -> Message:
+    """A message Allo sends by itself (an out-of-hours acknowledgement): queued like a reply,
+    without answering the customer."""
+    key = f"auto-{new_key()}"
+    message = Message(
+        account_id=conversation.account_id,
+        conversation_id=conversation.id,
+        channel_account_id=conversation.channel_account_id,
+        direction="out",
+        visibility=conversation.visibility,
+        text=body,
+        author_name=author_name,
+        sent_at=now,
+        received_at=now,
+        delivery_status="queued",
+        idempotency_key=key,
+    )
+    session.add(message)
+    await session.flush()
+    await _queue(session, conversation, message, key, now)
+    return message
+
+
+async def answers_since(
+    session: AsyncSession, conversation_id: int, seen_message_id: int, user_id: int | None
+) -> list[Message]:
+    """Replies to the customer by someone else after the message this writer last saw."""
+    rows = await session.scalars(
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.id > seen_message_id,
+            Message.direction == "out",
+            Message.visibility != "note",
+            Message.author_user_id.is_distinct_from(user_id),
+        )
+        .order_by(Message.id)
+    )
+    return list(rows.all())
+
+
+async def _queue(
+    session: AsyncSession, conversation: Conversation, message: Message, key: str, now: datetime
+) -> None:
+    session.add(
+        OutboxEntry(
+            account_id=conversation.account_id,
+            message_id=message.id,
+            conversation_id=conversation.id,
+            channel_account_id=conversation.channel_account_id,
+            idempotency_key=key,
+            next_attempt_at=now,
+        )
+    )
+    await session.flush()
+
+
+def _answered(conversation: Conversation, author: Author, now: datetime) -> None:
+    """The customer has an answer: response clocks stop (routing reads the conversation again),
+    and an unassigned conversation goes to whoever answered it."""
+    if conversation.first_response_at is None:
+        conversation.first_response_at = now
+    conversation.last_response_at = now
+    conversation.last_message_at = now
+    conversation.waiting_since = None
+    # Out of the queue at once; routing confirms when it reads the conversation again.
+    conversation.response_due_at = None
+    conversation.queue_deadline = None
+    if conversation.assignee_id is None and author.user_id is not None:
+        conversation.assignee_id = author.user_id
+    conversation.routed_at = None
+
+
+async def outbox(session: AsyncSession, account_id: int, limit: int = 50) -> list[Message]:
+    """The account's latest messages to customers, newest first, with their delivery status."""
+    rows = await session.scalars(
+        select(Message)
+        .join(OutboxEntry, OutboxEntry.message_id == Message.id)
+        .where(OutboxEntry.account_id == account_id)
+        .order_by(OutboxEntry.id.desc())
+        .limit(limit)
+    )
+    return list(rows.all())

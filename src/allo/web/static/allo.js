@@ -1,0 +1,103 @@
+// The workspace's behaviour: live updates (server-sent events), keyboard shortcuts, and SLA
+// countdowns. Pages work without it; it only makes them live and quicker to drive.
+(function () {
+  "use strict";
+
+  const body = document.body;
+
+  // --- Live updates -------------------------------------------------------------------
+  function reloadQueue() {
+    const queue = document.getElementById("queue");
+    if (!queue || !window.htmx) return;
+    const selected = document.querySelector("#queue li[aria-selected='true']");
+    const keep = selected ? selected.dataset.id : null;
+    htmx.ajax("GET", "/inbox/queue" + window.location.search, { target: "#queue", swap: "innerHTML" })
+      .then(function () { select(keep ? document.querySelector("#queue li[data-id='" + keep + "']") : null, false); });
+  }
+
+  function reloadThread(update) {
+    const page = document.querySelector("[data-conversation]");
+    if (!page || !window.htmx) return;
+    const id = Number(page.dataset.conversation);
+    if (update.kind !== "resync" && update.conversations.indexOf(id) < 0) return;
+    htmx.ajax("GET", "/conversations/" + id + "/thread", { target: "#thread", swap: "outerHTML" });
+  }
+
+  let pending = null;
+  function onUpdate(event) {
+    const update = JSON.parse(event.data);
+    reloadThread(update);
+    // Bursts (an outage wave) become one reload of the queue.
+    if (pending) return;
+    pending = setTimeout(function () { pending = null; reloadQueue(); }, 250);
+  }
+
+  if (body.dataset.live && window.EventSource) {
+    const indicator = document.querySelector(".live");
+    const source = new EventSource(body.dataset.live);
+    ["message", "assignment", "status", "resync"].forEach(function (kind) {
+      source.addEventListener(kind, onUpdate);
+    });
+    source.onopen = function () { if (indicator) indicator.dataset.state = "on"; };
+    source.onerror = function () { if (indicator) indicator.dataset.state = "off"; };
+  }
+
+  // --- SLA countdowns -----------------------------------------------------------------
+  function countdowns() {
+    document.querySelectorAll("time.due[datetime]").forEach(function (element) {
+      const minutes = Math.round((Date.parse(element.getAttribute("datetime")) - Date.now()) / 60000);
+      const late = minutes < 0;
+      const span = Math.abs(minutes);
+      const amount = span >= 120 ? Math.round(span / 60) + " h" : span + " min";
+      element.textContent = (late ? element.dataset.late : element.dataset.in).replace("{}", amount);
+      element.dataset.state = late ? "late" : minutes <= 15 ? "soon" : "ok";
+    });
+  }
+  countdowns();
+  setInterval(countdowns, 30000);
+  body.addEventListener("htmx:afterSwap", countdowns);
+
+  // --- Keyboard -----------------------------------------------------------------------
+  function rows() { return Array.prototype.slice.call(document.querySelectorAll("#queue li[data-id]")); }
+
+  function select(row, focus) {
+    rows().forEach(function (r) { r.setAttribute("aria-selected", r === row ? "true" : "false"); });
+    if (row && focus !== false) row.querySelector("a").focus();
+  }
+
+  function move(step) {
+    const all = rows();
+    if (!all.length) return;
+    const at = all.findIndex(function (r) { return r.getAttribute("aria-selected") === "true"; });
+    select(all[Math.min(all.length - 1, Math.max(0, at + step))]);
+  }
+
+  function typing(target) {
+    return target.closest("input, textarea, select, [contenteditable='true']") !== null;
+  }
+
+  function click(selector) {
+    const element = document.querySelector(selector);
+    if (element) element.click();
+    return element !== null;
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.key === "Escape") { document.activeElement.blur(); return; }
+    if (typing(event.target)) return;
+    const actions = {
+      j: function () { move(1); },
+      k: function () { move(-1); },
+      r: function () { const box = document.getElementById("reply-text"); if (box) box.focus(); },
+      e: function () { click("[data-shortcut='resolve']"); },
+      a: function () { click("[data-shortcut='assign']"); },
+      "/": function () { const search = document.getElementById("search"); if (search) search.focus(); },
+      "?": function () { const help = document.getElementById("help"); if (help) help.showModal(); },
+    };
+    if (actions[event.key]) { event.preventDefault(); actions[event.key](); }
+  });
+
+  const first = rows()[0];
+  if (first && !document.querySelector("#queue li[aria-selected='true']")) select(first, false);
+})();

@@ -1,0 +1,173 @@
+"""The workspace's inbox and conversation pages, over HTTP: views, filters, order, the
+composer, the unanswered guard, and customer text that stays inert."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import func, select, update
+
+from allo.conversations.models import Conversation, Message
+from allo.db.engine import Database
+from allo.replies.models import OutboxEntry
+from allo.settings import Settings
+from tests.conftest import Tenant, process
+from tests.routing.conftest import arrive, conversations, push
+from tests.web.test_sessions import make_agent, sign_in
+
+HOSTILE = [
+    "<script>alert('x')</script>",
+    "<img src=x onerror=alert(1)>",
+    '<a href="javascript:alert(1)">clic</a>',
+    "<svg onload=alert(1)></svg>",
+    '"><iframe src="https://evil.test"></iframe>',
+]
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def composer_of(page: str) -> dict[str, str]:
+    key = re.search(r'name="key" value="([^"]+)"', page)
+    seen = re.search(r'name="seen" value="(\d+)"', page)
+    assert key is not None and seen is not None
+    return {"key": key.group(1), "seen": seen.group(1), "csrf_token": csrf_of(page)}
+
+
+async def test_the_inbox_puts_the_next_conversation_to_answer_first_in_each_view(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    agent_id = await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"), ("m2", "c2"), ("m3", "c3"))
+    first, second, third = await conversations(db)
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        for conversation, due in ((first, 50), (second, 5), (third, 30)):
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation.id)
+                .values(
+                    response_due_at=now + timedelta(minutes=due),
+                    queue_deadline=now + timedelta(minutes=due),
+                )
+            )
+        await session.execute(
+            update(Conversation).where(Conversation.id == third.id).values(assignee_id=agent_id)
+        )
+    await sign_in(client)
+
+    def order(page: str) -> list[int]:
+        return [int(found) for found in re.findall(r'<li data-id="(\d+)"', page)]
+
+    assert order((await client.get("/inbox?view=all")).text) == [second.id, third.id, first.id]
+    assert order((await client.get("/inbox?view=unassigned")).text) == [second.id, first.id]
+    assert order((await client.get("/inbox?view=mine")).text) == [third.id]
+    assert order((await client.get("/inbox?view=sla")).text) == [second.id]
+    assert order((await client.get("/inbox/queue?view=all&channel=email")).text) == []
+    # A stale or forged filter opens the inbox rather than failing.
+    assert (await client.get("/inbox?view=nope&priority=x&status=<b>")).status_code == 200
+
+
+async def test_customer_text_is_shown_inert_in_the_inbox_and_the_thread(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    for number, payload in enumerate(HOSTILE):
+        await push(client, tenant, f"h{number}", text=payload, contact="attacker")
+    await process(db, settings)
+    (conversation,) = await conversations(db)
+    await sign_in(client)
+    pages = [
+        (await client.get("/inbox?view=all")).text,
+        (await client.get(f"/conversations/{conversation.id}")).text,
+    ]
+    for page in pages:
+        for tag in ("<script>alert", "<img src=x", "<svg onload", "<iframe", 'href="javascript:'):
+            assert tag not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in pages[1]
+
+
+async def test_replying_from_the_page_queues_one_message_however_often_it_is_sent(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    await sign_in(client)
+    page = (await client.get(f"/conversations/{conversation.id}")).text
+    form = composer_of(page) | {"body": "Bonjour, c'est en route.", "kind": "reply"}
+    url = f"/conversations/{conversation.id}/replies"
+    sent = [await client.post(url, data=form) for _ in range(3)]
+    assert {answer.status_code for answer in sent} == {303}
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxEntry)) == 1
+    outbox = (await client.get("/outbox")).text
+    assert "Bonjour, c&#39;est en route." in outbox and "queued" in outbox
+
+
+async def test_a_reply_after_someone_elses_answer_is_stopped_and_shows_it(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    await sign_in(client)
+    form = composer_of((await client.get(f"/conversations/{conversation.id}")).text)
+    other = await make_agent(db, tenant, "bob@brand.test")
+    async with db.transaction() as session:
+        session.add(
+            Message(
+                account_id=tenant.account_id,
+                conversation_id=conversation.id,
+                channel_account_id=conversation.channel_account_id,
+                direction="out",
+                visibility="private",
+                text="Bob a déjà répondu",
+                author_user_id=other,
+                author_name="Bob",
+                sent_at=datetime.now(UTC),
+                received_at=datetime.now(UTC),
+                delivery_status="queued",
+            )
+        )
+    url = f"/conversations/{conversation.id}/replies"
+    stopped = await client.post(url, data=form | {"body": "Ma réponse", "kind": "reply"})
+    assert stopped.status_code == 409
+    assert "Bob a déjà répondu" in stopped.text and "Ma réponse</textarea>" in stopped.text
+    again = composer_of(stopped.text) | {"body": "Ma réponse", "kind": "reply"}
+    assert (await client.post(url, data=again)).status_code == 303
+
+
+async def test_resolving_while_the_customer_waits_needs_a_reason_in_the_agents_language(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant, language="fr")
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    await sign_in(client)
+    page = (await client.get(f"/conversations/{conversation.id}")).text
+    assert '<html lang="fr">' in page and "Résoudre" in page
+    url = f"/conversations/{conversation.id}/status"
+    refused = await client.post(url, data={"csrf_token": csrf_of(page), "status": "resolved"})
+    assert refused.status_code == 422 and "Le client a parlé en dernier" in refused.text
+    done = await client.post(
+        url, data={"csrf_token": csrf_of(page), "status": "resolved", "reason": "spam"}
+    )
+    assert done.status_code == 303
+    async with db.sessions() as session:
+        resolved = await session.get(Conversation, conversation.id)
+    assert resolved is not None and resolved.status == "resolved"
+    assert resolved.unanswered_reason == "spam"
+
+
+async def test_another_accounts_conversation_is_not_found(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await sign_in(client)
+    assert (await client.get("/conversations/987654")).status_code == 404
