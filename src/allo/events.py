@@ -99,3 +99,29 @@ async def announce_received(session: AsyncSession, recorded: Iterable[object]) -
             by_account[event.account_id].add(event.conversation_id)
     for account_id, conversation_ids in sorted(by_account.items()):
         await announce(session, account_id, "message", conversation_ids)
+
+
+PRESENCE_STATES = ("viewing", "typing", "left")
+
+
+async def announce_presence(
+    session: AsyncSession,
+    account_id: int,
+    conversation_id: int,
+    user_id: int,
+    name: str,
+    state: str,
+) -> None:
+    """Tell the others on a conversation that this person opened it, is typing, or left.
+    Nothing is stored: browsers forget a presence not repeated within a short while."""
+    payload = {
+        "account": account_id,
+        "kind": "presence",
+        "conversations": [conversation_id],
+        "user": {"id": user_id, "name": name[:100]},
+        "state": state,
+    }
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": REALTIME_CHANNEL, "payload": json.dumps(payload)},
+    )

@@ -171,3 +171,19 @@ async def test_another_accounts_conversation_is_not_found(
     await make_agent(db, tenant)
     await sign_in(client)
     assert (await client.get("/conversations/987654")).status_code == 404
+
+
+async def test_presence_is_announced_only_for_known_states_on_the_accounts_conversations(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    token = await sign_in(client)
+    url = f"/conversations/{conversation.id}/presence"
+    headers = {"X-CSRF-Token": token}
+    assert (await client.post(url, data={"now": "typing"}, headers=headers)).status_code == 204
+    assert (await client.post(url, data={"now": "<script>"}, headers=headers)).status_code == 422
+    assert (await client.post(url, data={"now": "viewing"})).status_code == 403
+    missing = await client.post("/conversations/999999/presence", headers=headers)
+    assert missing.status_code == 404

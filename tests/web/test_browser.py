@@ -25,6 +25,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 from sqlalchemy import select, update
 
+from allo.accounts.models import User
 from allo.conversations.models import Conversation
 from allo.db.engine import Database
 from tests.conftest import REPO, Tenant, auth
@@ -278,3 +279,29 @@ async def test_the_french_workspace_shows_no_english(
         assert left == [], (path, left)
     await screenshot(page, "outbox-fr")
     await context.close()
+
+
+async def test_two_agents_on_one_conversation_see_each_other_and_who_is_typing(
+    server: str, browser: Browser, db: Database, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await make_agent(db, tenant, "bob@brand.test")
+    async with db.transaction() as session:
+        bob = await session.scalar(select(User).where(User.email == "bob@brand.test"))
+        assert bob is not None
+        bob.name = "Bob Boucher"
+    await push(server, tenant, "m1", "Mon colis est abîmé", "c1", "Nina Caron")
+    (conversation,) = await stored(db, 1)
+    ana_context, ana = await signed_in(browser, server, "ana@brand.test")
+    bob_context, bob_page = await signed_in(browser, server, "bob@brand.test")
+    await ana.goto(f"/conversations/{conversation.id}")
+    await bob_page.goto(f"/conversations/{conversation.id}")
+    await expect(ana.locator(".presence")).to_contain_text("Bob Boucher is also here")
+    await expect(bob_page.locator(".presence")).to_contain_text("Ana Agent is also here")
+    await bob_page.type("#reply-text", "Je regarde")
+    await expect(ana.locator(".presence")).to_contain_text("Bob Boucher is typing")
+    await screenshot(ana, "collision")
+    await bob_page.goto("/inbox")
+    await expect(ana.locator(".presence")).to_have_text("", timeout=LIVE_WITHIN_MS)
+    await ana_context.close()
+    await bob_context.close()

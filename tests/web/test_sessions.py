@@ -43,18 +43,24 @@ async def test_pages_send_a_stranger_to_sign_in_and_back_where_they_were_going(
     client: httpx.AsyncClient, db: Database, tenant: Tenant
 ) -> None:
     await make_agent(db, tenant)
-    answer = await client.get("/inbox?view=unassigned")
+    answer = await client.get("/inbox?view=unassigned&q=colis+perdu")
     assert answer.status_code == 303
-    assert answer.headers["location"] == "/login?next=/inbox?view=unassigned"
+    assert (
+        answer.headers["location"] == "/login?next=/inbox%3Fview%3Dunassigned%26q%3Dcolis%2Bperdu"
+    )
     form = await client.get(answer.headers["location"])
-    assert 'name="next" value="/inbox?view=unassigned"' in form.text
+    assert 'name="next" value="/inbox?view=unassigned&amp;q=colis+perdu"' in form.text
 
     signed = await client.post(
         "/login",
-        data={"email": "ANA@brand.test ", "password": PASSWORD, "next": "/inbox?view=unassigned"},
+        data={
+            "email": "ANA@brand.test ",
+            "password": PASSWORD,
+            "next": "/inbox?view=unassigned&q=colis+perdu",
+        },
     )
     assert signed.status_code == 303
-    assert signed.headers["location"] == "/inbox?view=unassigned"
+    assert signed.headers["location"] == "/inbox?view=unassigned&q=colis+perdu"
     cookie = signed.headers["set-cookie"]
     assert cookie.startswith(f"{SESSION_COOKIE}=")
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie

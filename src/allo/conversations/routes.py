@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from allo import events
 from allo.accounts.service import SignedIn
 from allo.channels.models import CHANNEL_KINDS
 from allo.conversations import service as conversations
@@ -273,3 +274,20 @@ async def change_status_page(
         return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
     await defer_routing()
     return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
+
+
+@pages.post("/conversations/{conversation_id}/presence", status_code=204)
+async def presence(
+    conversation_id: int, agent: Agent, state: State, now: Annotated[str, Form()] = "viewing"
+) -> Response:
+    """The conversation page says who is on it (`viewing`, `typing`, `left`); the others on
+    it see that live (collision detection)."""
+    if now not in events.PRESENCE_STATES:
+        raise ApiError(422, "invalid", f"one of {', '.join(events.PRESENCE_STATES)}", "now")
+    async with state.db.transaction() as session:
+        if await conversations.get_conversation(session, agent.account_id, conversation_id) is None:
+            raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
+        await events.announce_presence(
+            session, agent.account_id, conversation_id, agent.user_id, agent.name, now
+        )
+    return Response(status_code=204)

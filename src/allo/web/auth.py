@@ -6,7 +6,6 @@ import hmac
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
-from urllib.parse import quote
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -94,7 +93,7 @@ async def signed_in(request: Request) -> SignedIn:
             )
     if user is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(quote(path, safe="/?=&"))
+        raise SignInRequired(path)
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and _is_form(request):

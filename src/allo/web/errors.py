@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -60,7 +61,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(SignInRequired)
     async def sign_in_first(request: Request, error: SignInRequired) -> Response:
-        target = f"/login?next={error.next_path}"
+        target = f"/login?next={quote(error.next_path, safe='/')}"
         if request.headers.get("hx-request"):
             # htmx follows this header with a full page load, not a swap of the sign-in page.
             return Response(status_code=401, headers={"HX-Redirect": target})

@@ -64,7 +64,7 @@ class Realtime:
         except (ValueError, KeyError, TypeError):
             logger.warning("realtime: unreadable announcement %r", payload[:200])
             return
-        update = {"kind": str(announced.get("kind")), "conversations": announced["conversations"]}
+        update = {name: value for name, value in announced.items() if name != "account"}
         for queue in list(self._listeners.get(account_id, ())):
             _offer(queue, update)
 

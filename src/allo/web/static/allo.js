@@ -23,13 +23,66 @@
     htmx.ajax("GET", "/conversations/" + id + "/thread", { target: "#thread", swap: "outerHTML" });
   }
 
+  // --- Presence: who else is on this conversation (collision detection) ------------------
+  const conversationPage = document.querySelector("[data-conversation]");
+  const present = new Map();  // user id -> {name, state, until}
+  const PRESENCE_EVERY = 10000;
+  const PRESENCE_FORGET = 25000;
+
+  function sayPresence(state) {
+    if (!conversationPage) return;
+    const form = new FormData();
+    form.append("now", state);
+    form.append("csrf_token", body.dataset.csrf);
+    const url = "/conversations/" + conversationPage.dataset.conversation + "/presence";
+    if (state === "left" && navigator.sendBeacon) { navigator.sendBeacon(url, form); return; }
+    fetch(url, { method: "POST", body: form, credentials: "same-origin" }).catch(function () {});
+  }
+
+  function showPresence() {
+    const element = document.querySelector(".presence");
+    if (!element) return;
+    const now = Date.now();
+    const lines = [];
+    present.forEach(function (who, id) {
+      if (who.until < now) { present.delete(id); return; }
+      lines.push((who.state === "typing" ? element.dataset.typing : element.dataset.viewing).replace("{}", who.name));
+    });
+    element.textContent = lines.join(" · ");
+  }
+
+  function onPresence(event) {
+    const update = JSON.parse(event.data);
+    if (!conversationPage || String(update.user.id) === body.dataset.user) return;
+    if (update.conversations.indexOf(Number(conversationPage.dataset.conversation)) < 0) return;
+    const known = present.has(update.user.id);
+    if (update.state === "left") present.delete(update.user.id);
+    else present.set(update.user.id, { name: update.user.name, state: update.state, until: Date.now() + PRESENCE_FORGET });
+    // A newcomer learns who was already here at their next heartbeat; answer at once instead.
+    if (!known && update.state === "viewing") sayPresence("viewing");
+    showPresence();
+  }
+
+  if (conversationPage) {
+    // The first "viewing" is said when the live stream opens (below), so the answers of
+    // those already here are heard.
+    setInterval(function () { sayPresence("viewing"); showPresence(); }, PRESENCE_EVERY);
+    window.addEventListener("pagehide", function () { sayPresence("left"); });
+    let typedAt = 0;
+    document.addEventListener("input", function (event) {
+      if (event.target.id !== "reply-text" || Date.now() - typedAt < 3000) return;
+      typedAt = Date.now();
+      sayPresence("typing");
+    });
+  }
+
   let pending = null;
   function onUpdate(event) {
     const update = JSON.parse(event.data);
     reloadThread(update);
     // Bursts (an outage wave) become one reload of the queue.
     if (pending) return;
-    pending = setTimeout(function () { pending = null; reloadQueue(); }, 250);
+    pending = setTimeout(function () { pending = null; reloadQueue(); }, 100);
   }
 
   if (body.dataset.live && window.EventSource) {
@@ -38,7 +91,11 @@
     ["message", "assignment", "status", "resync"].forEach(function (kind) {
       source.addEventListener(kind, onUpdate);
     });
-    source.onopen = function () { if (indicator) indicator.dataset.state = "on"; };
+    source.addEventListener("presence", onPresence);
+    source.onopen = function () {
+      if (indicator) indicator.dataset.state = "on";
+      sayPresence("viewing");
+    };
     source.onerror = function () { if (indicator) indicator.dataset.state = "off"; };
   }
 
