@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(
         default=False, description="Send the session cookie over HTTPS only (behind TLS)."
     )
+    smtp_url: str | None = Field(
+        default=None,
+        description="Where Allo sends its own mail (password resets): "
+        "smtp://[user:password@]host[:port] or smtps://…",
+    )
+    mail_from: str = Field(default="Allo <allo@localhost>", description="Sender of that mail.")
+    public_url: str | None = Field(
+        default=None,
+        description="Allo's address as users reach it, for links in mail (default: the "
+        "address of the request).",
+    )
     log_level: str = "INFO"
 
     @property

@@ -13,7 +13,7 @@ from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.replies.models import OutboxEntry
 from allo.settings import Settings
-from tests.conftest import Tenant, process
+from tests.conftest import Tenant, auth, process
 from tests.routing.conftest import arrive, conversations, push
 from tests.web.test_sessions import make_agent, sign_in
 
@@ -187,3 +187,37 @@ async def test_presence_is_announced_only_for_known_states_on_the_accounts_conve
     assert (await client.post(url, data={"now": "viewing"})).status_code == 403
     missing = await client.post("/conversations/999999/presence", headers=headers)
     assert missing.status_code == 404
+
+
+async def test_labels_and_priority_are_changed_checked_and_shown(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    api = await client.patch(
+        f"/api/v1/conversations/{conversation.id}",
+        json={"labels": ["Remboursement", " remboursement ", "VIP client"], "priority": 1},
+        headers=auth(tenant.token),
+    )
+    assert api.status_code == 200
+    assert api.json()["labels"] == ["remboursement", "vip client"]
+    assert api.json()["priority"] == 1
+    bad = await client.patch(
+        f"/api/v1/conversations/{conversation.id}",
+        json={"labels": ["<script>"]},
+        headers=auth(tenant.token),
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "labels"
+    token = await sign_in(client)
+    url = f"/conversations/{conversation.id}/details"
+    form = {"csrf_token": token, "labels": "colis, urgent livraison", "priority": "2"}
+    assert (await client.post(url, data=form)).status_code == 303
+    row = (await client.get("/inbox?view=all")).text
+    assert "colis" in row and "urgent livraison" in row
+    refused = await client.post(url, data=form | {"labels": "x" * 60})
+    assert refused.status_code == 422
+    async with db.sessions() as session:
+        stored = await session.get(Conversation, conversation.id)
+    assert stored is not None and stored.labels == ["colis", "urgent livraison"]
+    assert stored.priority == 2

@@ -16,7 +16,7 @@ from allo.db.engine import Database
 from allo.replies import service as replies
 from allo.replies.models import OutboxEntry
 from allo.settings import Settings
-from tests.conftest import Tenant, auth
+from tests.conftest import Tenant, auth, process
 from tests.routing.conftest import arrive, conversations
 from tests.web.test_sessions import make_agent
 
@@ -186,3 +186,64 @@ async def test_the_api_answers_409_when_someone_answered_since(
         headers=auth(tenant.token),
     )
     assert answer.status_code == 409 and answer.json()["error"]["code"] == "already_answered"
+
+
+async def public_post(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> Conversation:
+    answer = await client.post(
+        f"/api/v1/inboxes/{tenant.inbox_id}/messages",
+        json={
+            "external_id": "post-1",
+            "contact": {"id": "c1"},
+            "text": "@marque mon colis est perdu !",
+            "visibility": "public",
+        },
+        headers=auth(tenant.token),
+    )
+    assert answer.status_code == 202
+    await process(db, settings)
+    (conversation,) = await conversations(db)
+    assert conversation.visibility == "public"
+    return conversation
+
+
+async def test_a_public_reply_with_personal_data_needs_a_confirmation(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    post = await public_post(client, db, settings, tenant)
+    leaking = "Appelez-nous au 06 12 34 56 78 avec la carte 4970 1012 3456 7890"
+    with pytest.raises(replies.PublicPersonalData) as refused:
+        await write(db, tenant, post.id, "k1", body=leaking)
+    assert set(refused.value.kinds) >= {"phone"}
+    assert await count(db, OutboxEntry) == 0
+    async with db.transaction() as session:
+        confirmed = await replies.write(
+            session,
+            tenant.account_id,
+            post.id,
+            replies.Author(None, "API"),
+            "reply",
+            leaking,
+            "k1",
+            datetime.now(UTC),
+            personal_data_confirmed=True,
+        )
+    assert confirmed is not None and confirmed.message.visibility == "public"
+    private = await write(db, tenant, post.id, "k2", body=leaking, kind="private_reply")
+    assert private is not None and private.message.visibility == "private"
+    assert await count(db, OutboxEntry) == 2
+
+
+async def test_the_api_refuses_a_public_leak_and_takes_a_private_handoff(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    post = await public_post(client, db, settings, tenant)
+    url = f"/api/v1/conversations/{post.id}/replies"
+    body = {"text": "Écrivez-nous à aide@marque.test", "idempotency_key": "a"}
+    refused = await client.post(url, json=body, headers=auth(tenant.token))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "personal_data"
+    handed = await client.post(
+        url, json=body | {"kind": "private_reply"}, headers=auth(tenant.token)
+    )
+    assert handed.status_code == 201 and handed.json()["message"]["visibility"] == "private"

@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allo.accounts.models import ROLES, Account, ApiToken, User, WebSession
+from allo.accounts.models import ROLES, Account, ApiToken, PasswordReset, User, WebSession
 
 TOKEN_PREFIX = "allo_"  # noqa: S105 (a prefix, not a secret)
 _hasher = PasswordHasher()
@@ -189,3 +189,90 @@ async def end_web_session(session: AsyncSession, session_id: int, now: datetime)
     await session.execute(
         update(WebSession).where(WebSession.id == session_id).values(ended_at=now)
     )
+
+
+RESET_LIFETIME = timedelta(hours=1)
+# Links sent per user and hour at most: a form anyone can fill must not flood a mailbox.
+RESETS_PER_HOUR = 3
+
+
+@dataclass(frozen=True)
+class ResetLink:
+    email: str
+    name: str
+    language: str
+    token: str
+
+
+async def request_password_reset(
+    session: AsyncSession, email: str, now: datetime
+) -> list[ResetLink]:
+    """A one-hour link for each user with this email (one per account), unless three were
+    sent to them within the hour. The caller mails them; who has an account is never said."""
+    users = await session.scalars(select(User).where(User.email == email.strip().lower()))
+    links = []
+    for user in users:
+        recent = await session.scalar(
+            select(func.count())
+            .select_from(PasswordReset)
+            .where(
+                PasswordReset.user_id == user.id, PasswordReset.created_at > now - RESET_LIFETIME
+            )
+        )
+        if (recent or 0) >= RESETS_PER_HOUR:
+            continue
+        token = secrets.token_urlsafe(32)
+        session.add(
+            PasswordReset(
+                account_id=user.account_id,
+                user_id=user.id,
+                token_sha256=token_digest(token),
+                expires_at=now + RESET_LIFETIME,
+                created_at=now,
+            )
+        )
+        links.append(ResetLink(user.email, user.name, user.language, token))
+    await session.flush()
+    return links
+
+
+async def reset_link_works(session: AsyncSession, token: str, now: datetime) -> bool:
+    return await _live_reset(session, token, now) is not None
+
+
+async def _live_reset(session: AsyncSession, token: str, now: datetime) -> PasswordReset | None:
+    found: PasswordReset | None = await session.scalar(
+        select(PasswordReset)
+        .where(
+            PasswordReset.token_sha256 == token_digest(token),
+            PasswordReset.used_at.is_(None),
+            PasswordReset.expires_at > now,
+        )
+        .with_for_update()
+    )
+    return found
+
+
+async def reset_password(
+    session: AsyncSession, token: str, password: str, now: datetime
+) -> User | None:
+    """Set a new password through a live link (None: used, expired or unknown). The link and
+    every other link of the user stop working, and the user's sessions end everywhere."""
+    reset = await _live_reset(session, token, now)
+    if reset is None:
+        return None
+    user = await session.get(User, reset.user_id)
+    if user is None:
+        return None
+    set_password(user, password)
+    await session.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=now)
+    )
+    await session.execute(
+        update(WebSession)
+        .where(WebSession.user_id == user.id, WebSession.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+    return user

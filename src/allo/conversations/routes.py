@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
 
 from allo import events
 from allo.accounts.service import SignedIn
@@ -14,13 +15,16 @@ from allo.conversations.models import STATUSES
 from allo.conversations.schemas import (
     ConversationOut,
     ConversationPage,
+    DetailsIn,
     MessageOut,
     MessagePage,
     StatusIn,
 )
 from allo.conversations.service import UNANSWERED_REASONS
 from allo.jobs import defer_routing
+from allo.replies import service as replies
 from allo.replies.service import new_key
+from allo.routing.models import Team
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.i18n import render
@@ -144,6 +148,30 @@ async def change_status(
     return result
 
 
+@router.patch(
+    "/{conversation_id}",
+    response_model=ConversationOut,
+    summary="Change labels or priority",
+)
+async def change_details(
+    conversation_id: int, body: DetailsIn, owner: Owner, state: State
+) -> ConversationOut:
+    try:
+        async with state.db.transaction() as session:
+            changed = await conversations.change_details(
+                session, owner.account_id, conversation_id, body.labels, body.priority
+            )
+            if changed is None:
+                raise ApiError(
+                    404, "not_found", f"no conversation {conversation_id} in this account"
+                )
+            result = ConversationOut.model_validate(changed)
+    except conversations.StatusError as error:
+        raise ApiError(422, "invalid", str(error), error.field) from None
+    await defer_routing()
+    return result
+
+
 # The workspace's pages
 
 pages = APIRouter(include_in_schema=False)
@@ -212,9 +240,19 @@ async def conversation_context(
     """Everything the conversation page shows; None when it is not the account's."""
     async with state.db.sessions() as session:
         found = await conversations.workspace_view(session, agent.account_id, conversation_id)
-    if found is None:
-        return None
+        if found is None:
+            return None
+        conversation = found["conversation"]
+        canned = await replies.list_canned(session, agent.account_id, conversation.language)
+        teams = await session.execute(
+            select(Team.id, Team.name)
+            .where(Team.account_id == agent.account_id)
+            .order_by(Team.name)
+        )
+    values = replies.canned_values(found["contact"].name, agent.name, conversation.id)
     return {
+        "teams": [(team_id, name) for team_id, name in teams],
+        "canned": [(row.title, replies.fill_canned(row.body, values)) for row in canned],
         "agent": agent,
         "section": "inbox",
         "now": datetime.now(UTC),
@@ -291,3 +329,30 @@ async def presence(
             session, agent.account_id, conversation_id, agent.user_id, agent.name, now
         )
     return Response(status_code=204)
+
+
+@pages.post("/conversations/{conversation_id}/details", response_model=None)
+async def change_details_page(
+    request: Request,
+    conversation_id: int,
+    agent: Agent,
+    state: State,
+    labels: Annotated[str, Form(max_length=2000)] = "",
+    priority: Annotated[int, Form(ge=-1, le=2)] = 0,
+) -> Response:
+    """The conversation page's labels (comma-separated) and priority."""
+    try:
+        async with state.db.transaction() as session:
+            changed = await conversations.change_details(
+                session, agent.account_id, conversation_id, labels.split(","), priority
+            )
+    except conversations.StatusError as error:
+        context = await conversation_context(state, agent, conversation_id)
+        if context is None:
+            return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+        context.update(composer_key=new_key(), status_error=error.field)
+        return render(request, "conversation.html", agent.language, context, 422)
+    if changed is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    await defer_routing()
+    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)

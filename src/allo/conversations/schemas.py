@@ -43,6 +43,15 @@ class StatusIn(BaseModel):
     )
 
 
+class DetailsIn(BaseModel):
+    labels: list[str] | None = Field(
+        default=None, max_length=20, description="The whole set of labels (replaces it)"
+    )
+    priority: int | None = Field(
+        default=None, description="-1 low, 0 normal, 1 high, 2 urgent", ge=-1, le=2
+    )
+
+
 class MessageOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

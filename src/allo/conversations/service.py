@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -406,6 +407,7 @@ def _thread_keys(message: InboundMessage) -> tuple[str, ...]:
 # Why a conversation where the customer spoke last may be resolved without an answer.
 UNANSWERED_REASONS = ("spam", "no_answer_needed", "handled_elsewhere")
 PAUSED_STATUSES = ("pending", "snoozed")
+PRIORITY_VALUES = (-1, 0, 1, 2)
 
 
 class StatusError(ValueError):
@@ -453,6 +455,50 @@ async def change_status(
         conversation.sla_paused_at = at
     conversation.status = status
     conversation.routed_at = None  # routing reads it again: clocks stop, pause or restart
+    await events.announce(session, account_id, "status", [conversation_id])
+    return conversation
+
+
+LABEL = re.compile(r"[\w][\w \-]{0,49}")
+MAX_LABELS = 20
+
+
+def clean_labels(labels: Sequence[str]) -> list[str]:
+    """Labels as stored: trimmed, lowercased, each once, in the order given."""
+    cleaned: list[str] = []
+    for label in labels:
+        label = " ".join(label.split()).lower()
+        if not label:
+            continue
+        if not LABEL.fullmatch(label):
+            raise StatusError("letters, digits, spaces, - and _; at most 50 each", "labels")
+        if label not in cleaned:
+            cleaned.append(label)
+    if len(cleaned) > MAX_LABELS:
+        raise StatusError(f"at most {MAX_LABELS} labels", "labels")
+    return cleaned
+
+
+async def change_details(
+    session: AsyncSession,
+    account_id: int,
+    conversation_id: int,
+    labels: Sequence[str] | None = None,
+    priority: int | None = None,
+) -> Conversation | None:
+    """Labels and priority (low -1 to urgent 2); None when it is not the account's. A new
+    priority moves the conversation in its queue (routing reads it again)."""
+    if priority is not None and priority not in PRIORITY_VALUES:
+        raise StatusError("-1 (low), 0 (normal), 1 (high) or 2 (urgent)", "priority")
+    cleaned = clean_labels(labels) if labels is not None else None
+    conversation = await session.get(Conversation, conversation_id, with_for_update=True)
+    if conversation is None or conversation.account_id != account_id:
+        return None
+    if cleaned is not None:
+        conversation.labels = cleaned
+    if priority is not None and priority != conversation.priority:
+        conversation.priority = priority
+        conversation.routed_at = None
     await events.announce(session, account_id, "status", [conversation_id])
     return conversation
 

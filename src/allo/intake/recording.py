@@ -13,7 +13,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from allo.db.engine import CUSTOM_PLANS, driver_connection
+from allo.db.engine import PLANNER_OPTIONS, driver_connection
 
 RECORD_CHUNK = 1000
 POOL_TIMEOUT_SECONDS = 5.0
@@ -137,7 +137,7 @@ class Recorder:
             max_size=2,
             open=False,
             timeout=POOL_TIMEOUT_SECONDS,
-            kwargs={"autocommit": True, **CUSTOM_PLANS},
+            kwargs={"autocommit": True, **PLANNER_OPTIONS},
         )
         self._max_batch = max_batch
         self._waiting: list[tuple[NewEvent, asyncio.Future[Recorded]]] = []

@@ -51,3 +51,27 @@ class OutboxEntry(Timestamped, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CannedResponse(Timestamped, Base):
+    """A saved answer an agent inserts in the composer: per language (null: any), with
+    variables such as {{contact.first_name}} filled in for the conversation at hand."""
+
+    __tablename__ = "canned_responses"
+    __table_args__ = (
+        Index(
+            "uq_canned_responses_shortcut",
+            "account_id",
+            "shortcut",
+            text("coalesce(language, '')"),
+            unique=True,
+        ),
+    )
+
+    account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    shortcut: Mapped[str] = mapped_column(String(50))
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)

@@ -13,7 +13,7 @@ from allo.conversations.routes import conversation_context
 from allo.conversations.schemas import MessageOut
 from allo.jobs import defer_routing
 from allo.replies import service as replies
-from allo.replies.schemas import OutboxPage, ReplyIn, ReplyOut
+from allo.replies.schemas import CannedIn, CannedOut, OutboxPage, ReplyIn, ReplyOut
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.i18n import render
@@ -45,9 +45,12 @@ async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State)
                 body.idempotency_key,
                 datetime.now(UTC),
                 body.seen_message_id,
+                body.confirm_personal_data,
             )
         except replies.ReplyError as error:
             raise ApiError(422, "invalid", str(error), error.field) from None
+        except replies.PublicPersonalData as error:
+            raise ApiError(422, "personal_data", str(error), "text") from None
         except replies.AlreadyAnswered as error:
             raise ApiError(
                 409,
@@ -81,6 +84,7 @@ async def reply_page(
     kind: Annotated[str, Form()] = "reply",
     key: Annotated[str, Form(max_length=200)] = "",
     seen: Annotated[int | None, Form()] = None,
+    confirm_pii: Annotated[bool, Form()] = False,
 ) -> Response:
     """The composer. A refused reply (empty, too long, answered meanwhile) shows the page
     again with the text kept; a repeated submit (same key) writes nothing new."""
@@ -98,9 +102,12 @@ async def reply_page(
                 key,
                 datetime.now(UTC),
                 seen,
+                confirm_pii,
             )
     except replies.ReplyError as error:
         problem = {"reply_error": error.field}
+    except replies.PublicPersonalData as error:
+        problem = {"personal_data": error.kinds}
     except replies.AlreadyAnswered as error:
         problem = {"answered_meanwhile": error.answers}
     else:
@@ -128,3 +135,82 @@ async def outbox_page(request: Request, agent: Agent, state: State) -> HTMLRespo
         agent.language,
         {"agent": agent, "section": "outbox", "messages": rows},
     )
+
+
+@router.get("/canned-responses", response_model=list[CannedOut], summary="Canned responses")
+async def list_canned(owner: Owner, state: State, language: str | None = None) -> list[CannedOut]:
+    async with state.db.sessions() as session:
+        rows = await replies.list_canned(session, owner.account_id, language)
+    return [CannedOut.model_validate(row) for row in rows]
+
+
+@router.put(
+    "/canned-responses",
+    response_model=CannedOut,
+    summary="Create a canned response, or change the one with this shortcut and language",
+)
+async def save_canned(body: CannedIn, owner: Owner, state: State) -> CannedOut:
+    try:
+        async with state.db.transaction() as session:
+            canned = await replies.save_canned(
+                session, owner.account_id, body.shortcut, body.title, body.body, body.language
+            )
+            return CannedOut.model_validate(canned)
+    except replies.ReplyError as error:
+        raise ApiError(422, "invalid", str(error), error.field) from None
+
+
+@router.delete("/canned-responses/{canned_id}", status_code=204, summary="Delete one")
+async def delete_canned(canned_id: int, owner: Owner, state: State) -> Response:
+    async with state.db.transaction() as session:
+        if not await replies.delete_canned(session, owner.account_id, canned_id):
+            raise ApiError(404, "not_found", f"no canned response {canned_id} in this account")
+    return Response(status_code=204)
+
+
+SETTINGS_ROLES = ("admin", "supervisor")
+
+
+@pages.get("/settings/canned-responses", response_class=HTMLResponse)
+async def canned_page(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    async with state.db.sessions() as session:
+        rows = await replies.list_canned(session, agent.account_id)
+    context = {
+        "agent": agent,
+        "section": "settings",
+        "canned": rows,
+        "variables": replies.VARIABLES,
+        "may_change": agent.role in SETTINGS_ROLES,
+        "error": request.query_params.get("error"),
+    }
+    return render(request, "canned.html", agent.language, context)
+
+
+@pages.post("/settings/canned-responses", response_model=None)
+async def save_canned_page(
+    request: Request,
+    agent: Agent,
+    state: State,
+    shortcut: Annotated[str, Form(max_length=100)] = "",
+    title: Annotated[str, Form(max_length=400)] = "",
+    body: Annotated[str, Form(max_length=10_000)] = "",
+    language: Annotated[str, Form(max_length=8)] = "",
+) -> Response:
+    if agent.role not in SETTINGS_ROLES:
+        return RedirectResponse("/settings/canned-responses?error=role", status_code=303)
+    try:
+        async with state.db.transaction() as session:
+            await replies.save_canned(
+                session, agent.account_id, shortcut.strip(), title, body, language or None
+            )
+    except replies.ReplyError as error:
+        return RedirectResponse(f"/settings/canned-responses?error={error.field}", 303)
+    return RedirectResponse("/settings/canned-responses", status_code=303)
+
+
+@pages.post("/settings/canned-responses/{canned_id}/delete", response_model=None)
+async def delete_canned_page(canned_id: int, agent: Agent, state: State) -> Response:
+    if agent.role in SETTINGS_ROLES:
+        async with state.db.transaction() as session:
+            await replies.delete_canned(session, agent.account_id, canned_id)
+    return RedirectResponse("/settings/canned-responses", status_code=303)

@@ -2,20 +2,28 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from allo.conversations.schemas import MessageOut
 
 
 class ReplyIn(BaseModel):
-    kind: Literal["reply", "note"] = Field(
-        "reply", description="`reply`: to the customer, in the conversation's channel; `note`."
+    kind: Literal["reply", "private_reply", "note"] = Field(
+        "reply",
+        description="`reply`: to the customer, in the conversation's channel and visibility; "
+        "`private_reply`: privately in the same network (a public post answered by direct "
+        "message); `note`: internal, never sent.",
     )
     text: str = Field(min_length=1, max_length=20_000)
     idempotency_key: str = Field(
         min_length=1,
         max_length=200,
         description="Sending again with the same key writes nothing new and answers the same.",
+    )
+    confirm_personal_data: bool = Field(
+        False,
+        description="A public reply holding personal data (card, IBAN, phone, email, address) "
+        "is refused (422, `personal_data`) unless this is true.",
     )
     seen_message_id: int | None = Field(
         None,
@@ -31,3 +39,21 @@ class ReplyOut(BaseModel):
 
 class OutboxPage(BaseModel):
     messages: list[MessageOut]
+
+
+class CannedIn(BaseModel):
+    shortcut: str = Field(min_length=1, max_length=50, examples=["refund-delay"])
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(
+        min_length=1,
+        max_length=5_000,
+        description="The text; variables: {{contact.name}}, {{contact.first_name}}, "
+        "{{agent.name}}, {{agent.first_name}}, {{conversation.id}}.",
+    )
+    language: str | None = Field(None, description="fr, en…; null: for every language.")
+
+
+class CannedOut(CannedIn):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int

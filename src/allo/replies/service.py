@@ -3,21 +3,25 @@ and every message to a customer goes through the outbox."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
 from allo.conversations.models import Conversation, Message
-from allo.replies.models import OutboxEntry
+from allo.replies.models import CannedResponse, OutboxEntry
+from allo.triage.pii import pii_kinds
 
 # Longer than any channel allows (X 280, Messenger 2,000, WhatsApp 4,096, email more); the
 # per-channel limits are the composer's (issue 6), this one keeps a pasted novel out.
 MAX_TEXT = 20_000
-KINDS = ("reply", "note")
+# reply: in the conversation's own visibility; private_reply: the public-to-private handoff
+# (a direct message or private reply to the post, in the same network); note: internal.
+KINDS = ("reply", "private_reply", "note")
 
 
 class ReplyError(ValueError):
@@ -34,6 +38,15 @@ class Answer:
     author_name: str | None
     text: str
     sent_at: datetime
+
+
+class PublicPersonalData(Exception):
+    """A public reply that would show personal data (a card, an IBAN, a phone number, an
+    email, an address): sent only once the writer confirms it."""
+
+    def __init__(self, kinds: list[str]) -> None:
+        super().__init__(f"this public reply contains personal data: {', '.join(kinds)}")
+        self.kinds = kinds
 
 
 class AlreadyAnswered(Exception):
@@ -72,13 +85,16 @@ async def write(
     key: str,
     now: datetime,
     seen_message_id: int | None = None,
+    personal_data_confirmed: bool = False,
 ) -> Written | None:
     """A reply to the customer (queued in the outbox, in the conversation's own visibility:
     public under a public post, private in a private thread) or an internal note. None when
     the conversation is not the account's.
 
     Sent twice with one key, it is written once. With `seen_message_id` (the last message the
-    writer saw), a reply is refused with `AlreadyAnswered` when another person answered since."""
+    writer saw), a reply is refused with `AlreadyAnswered` when another person answered since.
+    A public reply holding personal data is refused with `PublicPersonalData` unless
+    `personal_data_confirmed`."""
     if kind not in KINDS:
         raise ReplyError(f"one of {', '.join(KINDS)}", "kind")
     text = body.strip()
@@ -98,7 +114,10 @@ async def write(
         if before.conversation_id != conversation_id:
             raise ReplyError("this key was used for another conversation", "key")
         return Written(before, created=False)
-    if kind == "reply" and seen_message_id is not None:
+    visibility = _visibility(kind, conversation)
+    if visibility == "public" and not personal_data_confirmed and (kinds := pii_kinds(text)):
+        raise PublicPersonalData(kinds)
+    if kind != "note" and seen_message_id is not None:
         answers = await answers_since(session, conversation_id, seen_message_id, author.user_id)
         if answers:
             raise AlreadyAnswered([Answer(m.id, m.author_name, m.text, m.sent_at) for m in answers])
@@ -107,7 +126,7 @@ async def write(
         conversation_id=conversation_id,
         channel_account_id=conversation.channel_account_id,
         direction="out",
-        visibility="note" if kind == "note" else conversation.visibility,
+        visibility=visibility,
         text=text,
         author_user_id=author.user_id,
         author_name=author.name,
@@ -119,11 +138,17 @@ async def write(
     )
     session.add(message)
     await session.flush()
-    if kind == "reply":
+    if kind != "note":
         await _queue(session, conversation, message, key, now)
         _answered(conversation, author, now)
     await events.announce(session, account_id, "message", [conversation_id])
     return Written(message, created=True)
+
+
+def _visibility(kind: str, conversation: Conversation) -> str:
+    if kind == "note":
+        return "note"
+    return "private" if kind == "private_reply" else conversation.visibility
 
 
 async def queue_automatic(
@@ -211,3 +236,101 @@ async def outbox(session: AsyncSession, account_id: int, limit: int = 50) -> lis
         .limit(limit)
     )
     return list(rows.all())
+
+
+# Canned responses
+
+VARIABLE = re.compile(r"\{\{\s*([a-z_]+\.[a-z_]+)\s*\}\}")
+VARIABLES = (
+    "contact.name",
+    "contact.first_name",
+    "agent.name",
+    "agent.first_name",
+    "conversation.id",
+)
+MAX_CANNED = 5_000
+
+
+def check_canned(shortcut: str, title: str, body: str, language: str | None) -> None:
+    """Refuse what would not work in the composer, naming the field."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,49}", shortcut):
+        raise ReplyError("lowercase letters, digits, - and _ (at most 50)", "shortcut")
+    if not title.strip() or len(title) > 200:
+        raise ReplyError("1 to 200 characters", "title")
+    if not body.strip() or len(body) > MAX_CANNED:
+        raise ReplyError(f"1 to {MAX_CANNED:,} characters", "body")
+    if language is not None and not re.fullmatch(r"[a-z]{2}", language):
+        raise ReplyError("a two-letter language code, or none for every language", "language")
+    unknown = sorted({name for name in VARIABLE.findall(body) if name not in VARIABLES})
+    if unknown:
+        raise ReplyError(
+            f"unknown variable {', '.join(unknown)}: use {', '.join(VARIABLES)}", "body"
+        )
+
+
+def fill_canned(body: str, values: dict[str, str]) -> str:
+    """The text with its variables filled in (a missing value leaves nothing behind)."""
+    return VARIABLE.sub(lambda found: values.get(found.group(1), ""), body)
+
+
+def canned_values(
+    contact_name: str | None, agent_name: str, conversation_id: int
+) -> dict[str, str]:
+    def first(name: str | None) -> str:
+        return (name or "").split(" ")[0]
+
+    return {
+        "contact.name": contact_name or "",
+        "contact.first_name": first(contact_name),
+        "agent.name": agent_name,
+        "agent.first_name": first(agent_name),
+        "conversation.id": str(conversation_id),
+    }
+
+
+async def save_canned(
+    session: AsyncSession,
+    account_id: int,
+    shortcut: str,
+    title: str,
+    body: str,
+    language: str | None,
+) -> CannedResponse:
+    """A new canned response, or the one with this shortcut and language changed."""
+    check_canned(shortcut, title, body, language)
+    found = await session.scalar(
+        select(CannedResponse).where(
+            CannedResponse.account_id == account_id,
+            CannedResponse.shortcut == shortcut,
+            CannedResponse.language.is_not_distinct_from(language),
+        )
+    )
+    canned = found or CannedResponse(account_id=account_id, shortcut=shortcut, language=language)
+    canned.title = title.strip()
+    canned.body = body.strip()
+    session.add(canned)
+    await session.flush()
+    return canned
+
+
+async def list_canned(
+    session: AsyncSession, account_id: int, language: str | None = None
+) -> list[CannedResponse]:
+    """The account's canned responses; with a language, those in it and those for any
+    language, the language's own first."""
+    query = select(CannedResponse).where(CannedResponse.account_id == account_id)
+    if language is not None:
+        query = query.where(
+            or_(CannedResponse.language == language, CannedResponse.language.is_(None))
+        ).order_by(CannedResponse.language.is_(None))
+    rows = await session.scalars(query.order_by(CannedResponse.shortcut))
+    return list(rows.all())
+
+
+async def delete_canned(session: AsyncSession, account_id: int, canned_id: int) -> bool:
+    deleted = await session.execute(
+        delete(CannedResponse).where(
+            CannedResponse.account_id == account_id, CannedResponse.id == canned_id
+        )
+    )
+    return bool(getattr(deleted, "rowcount", 0))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Form
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -243,4 +244,18 @@ async def assign_to_me(conversation_id: int, agent: Agent, state: State) -> Redi
             await routing.assign_by_hand(session, agent.account_id, conversation_id, agent.user_id)
     except routing.RoutingError:
         return RedirectResponse("/inbox", status_code=303)
+    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
+
+
+@pages.post("/conversations/{conversation_id}/transfer", response_model=None)
+async def transfer_page(
+    conversation_id: int, agent: Agent, state: State, team_id: Annotated[int, Form()]
+) -> RedirectResponse:
+    """The conversation page's "Move to team"."""
+    try:
+        async with state.db.transaction() as session:
+            await routing.transfer(session, agent.account_id, conversation_id, team_id)
+    except routing.RoutingError:
+        return RedirectResponse("/inbox", status_code=303)
+    await defer_routing()
     return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
@@ -13,13 +15,15 @@ from sqlalchemy import func, select, text
 
 from allo import __version__
 from allo.accounts import service as accounts
+from allo.accounts.mail import MailError, send_mail
 from allo.conversations.models import Conversation, Message
 from allo.intake import service as intake
 from allo.web.auth import SESSION_COOKIE, Agent
 from allo.web.i18n import accepted_language, gettext_in, render
 from allo.web.realtime import event_stream
-from allo.web.state import State
+from allo.web.state import AppState, State
 
+logger = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 KEEPALIVE_SECONDS = 15.0
 
@@ -71,9 +75,12 @@ def _safe_next(target: str | None) -> str:
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_page(request: Request, next: str | None = None) -> HTMLResponse:
-    return render(
-        request, "login.html", accepted_language(request), {"next": _safe_next(next), "error": None}
-    )
+    context = {
+        "next": _safe_next(next),
+        "error": None,
+        "reset_done": request.query_params.get("reset") == "done",
+    }
+    return render(request, "login.html", accepted_language(request), context)
 
 
 @router.post("/login", response_model=None)
@@ -141,3 +148,75 @@ async def live_updates(agent: Agent, state: State) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get("/password/forgot", response_class=HTMLResponse)
+async def forgot_page(request: Request) -> HTMLResponse:
+    return render(request, "forgot.html", accepted_language(request), {"sent": False})
+
+
+@router.post("/password/forgot", response_class=HTMLResponse)
+async def forgot(
+    request: Request, state: State, email: Annotated[str, Form(max_length=320)] = ""
+) -> HTMLResponse:
+    """Mail a reset link to whoever has this address; the answer is the same either way."""
+    async with state.db.transaction() as session:
+        links = await accounts.request_password_reset(session, email, datetime.now(UTC))
+    base = (state.settings.public_url or str(request.base_url)).rstrip("/")
+    for link in links:
+        await _mail_reset_link(state, base, link)
+    return render(request, "forgot.html", accepted_language(request), {"sent": True})
+
+
+async def _mail_reset_link(state: AppState, base: str, link: accounts.ResetLink) -> None:
+    if not state.settings.smtp_url:
+        logger.warning("no ALLO_SMTP_URL: the password reset link for a user was not sent")
+        return
+    url = f"{base}/password/reset?token={link.token}"
+    body = gettext_in(
+        link.language,
+        "Hello %(name)s,\n\nTo choose a new password for Allo, open this link within the "
+        "hour:\n\n%(url)s\n\nIf you did not ask for it, ignore this message: your "
+        "password stays as it is.",
+    ) % {"name": link.name, "url": url}
+    try:
+        await send_mail(
+            state.settings.smtp_url,
+            state.settings.mail_from,
+            link.email,
+            gettext_in(link.language, "Your Allo password"),
+            body,
+        )
+    except (OSError, smtplib.SMTPException, MailError):
+        logger.warning("the password reset link could not be mailed", exc_info=True)
+
+
+@router.get("/password/reset", response_class=HTMLResponse)
+async def reset_page(request: Request, state: State, token: str = "") -> HTMLResponse:
+    async with state.db.sessions() as session:
+        works = bool(token) and await accounts.reset_link_works(session, token, datetime.now(UTC))
+    context = {"token": token, "works": works, "error": None}
+    return render(request, "reset.html", accepted_language(request), context)
+
+
+@router.post("/password/reset", response_model=None)
+async def reset(
+    request: Request,
+    state: State,
+    token: Annotated[str, Form(max_length=100)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    again: Annotated[str, Form(max_length=1024)] = "",
+) -> Response:
+    language = accepted_language(request)
+    error = None
+    if password != again:
+        error = gettext_in(language, "The two passwords differ.")
+    elif len(password) < 8:
+        error = gettext_in(language, "At least 8 characters.")
+    else:
+        async with state.db.transaction() as session:
+            user = await accounts.reset_password(session, token, password, datetime.now(UTC))
+        if user is not None:
+            return RedirectResponse("/login?reset=done", status_code=303)
+    context = {"token": token, "works": error is not None, "error": error}
+    return render(request, "reset.html", language, context, status_code=422)

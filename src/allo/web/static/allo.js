@@ -114,6 +114,17 @@
   setInterval(countdowns, 30000);
   body.addEventListener("htmx:afterSwap", countdowns);
 
+  // --- Canned responses: the chosen text goes into the answer, where the cursor is --------
+  document.addEventListener("change", function (event) {
+    const select = event.target.closest("select[data-insert]");
+    if (!select || !select.value) return;
+    const box = document.querySelector(select.dataset.insert);
+    const at = box.selectionStart || box.value.length;
+    box.value = box.value.slice(0, at) + select.value + box.value.slice(box.selectionEnd || at);
+    select.value = "";
+    box.focus();
+  });
+
   // --- Keyboard -----------------------------------------------------------------------
   function rows() { return Array.prototype.slice.call(document.querySelectorAll("#queue li[data-id]")); }
 

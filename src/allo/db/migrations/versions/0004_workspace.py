@@ -106,6 +106,66 @@ def upgrade() -> None:
         unique=True,
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
+    op.create_table(
+        "canned_responses",
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("shortcut", sa.String(length=50), nullable=False),
+        sa.Column("language", sa.String(length=8), nullable=True),
+        sa.Column("title", sa.String(length=200), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_canned_responses_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_canned_responses")),
+    )
+    op.create_index(
+        "uq_canned_responses_shortcut",
+        "canned_responses",
+        ["account_id", "shortcut", sa.text("coalesce(language, '')")],
+        unique=True,
+    )
+    op.create_table(
+        "password_resets",
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("user_id", sa.BigInteger(), nullable=False),
+        sa.Column("token_sha256", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_password_resets_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_password_resets_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_password_resets")),
+        sa.UniqueConstraint("token_sha256", name=op.f("uq_password_resets_token_sha256")),
+    )
+    op.create_index(
+        op.f("ix_password_resets_user_id"), "password_resets", ["user_id"], unique=False
+    )
     op.create_index("ix_outbox_account", "outbox", ["account_id", "id"], unique=False)
     op.create_index(
         "ix_outbox_queued",
@@ -121,7 +181,11 @@ def downgrade() -> None:
         "ix_outbox_queued", table_name="outbox", postgresql_where=sa.text("status = 'queued'")
     )
     op.drop_index("ix_outbox_account", table_name="outbox")
+    op.drop_index("uq_canned_responses_shortcut", table_name="canned_responses")
+    op.drop_table("canned_responses")
     op.drop_table("outbox")
+    op.drop_index(op.f("ix_password_resets_user_id"), table_name="password_resets")
+    op.drop_table("password_resets")
     op.drop_table("web_sessions")
     op.drop_index(
         "uq_messages_idempotency",
