@@ -305,3 +305,28 @@ async def test_two_agents_on_one_conversation_see_each_other_and_who_is_typing(
     await expect(ana.locator(".presence")).to_have_text("", timeout=LIVE_WITHIN_MS)
     await ana_context.close()
     await bob_context.close()
+
+
+async def test_the_composer_counts_as_x_does_and_shows_the_window(
+    server: str, browser: Browser, db: Database, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await push(server, tenant, "m1", "@marque toujours rien reçu", "c1", "Jules Faure")
+    (conversation,) = await stored(db, 1)
+    async with db.transaction() as session:
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation.id).values(channel="x")
+        )
+    context, page = await signed_in(browser, server, "ana@brand.test")
+    await page.goto(f"/conversations/{conversation.id}")
+    counter = page.locator("#reply-count")
+    await expect(counter).to_have_text("0 / 280")
+    await page.fill(
+        "#reply-text", "Voir https://www.example.com/une/tres/longue/adresse 👨‍👩‍👧 日本"
+    )
+    await expect(counter).to_have_text(f"{5 + 23 + 1 + 2 + 1 + 4} / 280")
+    await page.fill("#reply-text", "a" * 281)
+    await expect(counter).to_have_attribute("data-over", "true")
+    await page.click("#composer button[type=submit]")
+    await expect(page.locator("#composer .alert")).to_be_visible()
+    await context.close()

@@ -22,6 +22,7 @@ from allo.conversations.schemas import (
 )
 from allo.conversations.service import UNANSWERED_REASONS
 from allo.jobs import defer_routing
+from allo.replies import rules
 from allo.replies import service as replies
 from allo.replies.service import new_key
 from allo.routing.models import Team
@@ -250,12 +251,19 @@ async def conversation_context(
             .order_by(Team.name)
         )
     values = replies.canned_values(found["contact"].name, agent.name, conversation.id)
+    now = datetime.now(UTC)
+    window, window_ends_at = rules.window_of(
+        conversation.channel, conversation.visibility, conversation.last_inbound_at, now
+    )
     return {
+        "limit": rules.MAX_LENGTH.get(conversation.channel),
+        "window": window,
+        "window_ends_at": window_ends_at,
         "teams": [(team_id, name) for team_id, name in teams],
         "canned": [(row.title, replies.fill_canned(row.body, values)) for row in canned],
         "agent": agent,
         "section": "inbox",
-        "now": datetime.now(UTC),
+        "now": now,
         "reasons": UNANSWERED_REASONS,
         **found,
     }

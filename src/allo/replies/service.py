@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
 from allo.conversations.models import Conversation, Message
+from allo.replies import rules
 from allo.replies.models import CannedResponse, OutboxEntry
 from allo.triage.pii import pii_kinds
 
@@ -115,6 +116,8 @@ async def write(
             raise ReplyError("this key was used for another conversation", "key")
         return Written(before, created=False)
     visibility = _visibility(kind, conversation)
+    if kind != "note":
+        _within_channel_rules(conversation, visibility, text, now)
     if visibility == "public" and not personal_data_confirmed and (kinds := pii_kinds(text)):
         raise PublicPersonalData(kinds)
     if kind != "note" and seen_message_id is not None:
@@ -143,6 +146,26 @@ async def write(
         _answered(conversation, author, now)
     await events.announce(session, account_id, "message", [conversation_id])
     return Written(message, created=True)
+
+
+def _within_channel_rules(
+    conversation: Conversation, visibility: str, text: str, now: datetime
+) -> None:
+    checked = rules.check(
+        conversation.channel, visibility, text, conversation.last_inbound_at, now
+    )
+    if "too_long" in checked.problems:
+        raise ReplyError(
+            f"at most {checked.limit} characters on {conversation.channel} "
+            f"(this one counts {checked.length})",
+            "body",
+        )
+    if "window_closed" in checked.problems:
+        raise ReplyError(
+            "the customer wrote too long ago for a free message on "
+            f"{conversation.channel} ({checked.window})",
+            "window",
+        )
 
 
 def _visibility(kind: str, conversation: Conversation) -> str:

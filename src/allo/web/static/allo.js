@@ -125,6 +125,40 @@
     box.focus();
   });
 
+  // --- Length as the network counts it (the server checks again) --------------------------
+  // X weighs most scripts one, others (CJK) two, an emoji two, and every link 23.
+  const LIGHT = [[0, 4351], [8192, 8205], [8208, 8223], [8242, 8247]];
+  function weightOf(grapheme) {
+    if (/\p{Extended_Pictographic}/u.test(grapheme)) return 2;
+    let weight = 0;
+    for (const symbol of grapheme) {
+      const point = symbol.codePointAt(0);
+      weight += LIGHT.some(function (r) { return point >= r[0] && point <= r[1]; }) ? 1 : 2;
+    }
+    return weight;
+  }
+  function lengthOf(text, weighted) {
+    if (!weighted) return Array.from(text).length;
+    const links = text.match(/https?:\/\/\S+/g) || [];
+    let rest = text.replace(/https?:\/\/\S+/g, "");
+    let length = links.length * 23;
+    const graphemes = window.Intl && Intl.Segmenter
+      ? Array.from(new Intl.Segmenter().segment(rest.normalize("NFC")), function (s) { return s.segment; })
+      : Array.from(rest.normalize("NFC"));
+    graphemes.forEach(function (g) { length += weightOf(g); });
+    return length;
+  }
+  function count() {
+    const output = document.getElementById("reply-count");
+    const box = document.getElementById("reply-text");
+    if (!output || !box) return;
+    const length = lengthOf(box.value, output.dataset.weighted === "true");
+    output.textContent = length + " / " + output.dataset.limit;
+    output.dataset.over = String(length > Number(output.dataset.limit));
+  }
+  document.addEventListener("input", function (event) { if (event.target.id === "reply-text") count(); });
+  count();
+
   // --- Keyboard -----------------------------------------------------------------------
   function rows() { return Array.prototype.slice.call(document.querySelectorAll("#queue li[data-id]")); }
 
