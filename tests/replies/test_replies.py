@@ -11,10 +11,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from allo.accounts.models import User
+from allo.conversations import service as conversations_service
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.replies import service as replies
 from allo.replies.models import OutboxEntry
+from allo.routing.models import Notification
 from allo.settings import Settings
 from tests.conftest import Tenant, auth, process
 from tests.routing.conftest import arrive, conversations
@@ -247,3 +250,30 @@ async def test_the_api_refuses_a_public_leak_and_takes_a_private_handoff(
         url, json=body | {"kind": "private_reply"}, headers=auth(tenant.token)
     )
     assert handed.status_code == 201 and handed.json()["message"]["visibility"] == "private"
+
+
+async def test_a_note_mentioning_colleagues_notifies_them_and_lists_the_conversation(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant, waiting: Conversation
+) -> None:
+    ana = await make_agent(db, tenant)
+    bob = await make_agent(db, tenant, "bob.martin@brand.test")
+    léa = await make_agent(db, tenant, "lea@brand.test")
+    async with db.transaction() as session:
+        for user_id, name in ((bob, "Bob Martin"), (léa, "Léa Roux")):
+            user = await session.get(User, user_id)
+            assert user is not None
+            user.name = name
+    body = "@bob.martin et @Léa, pouvez-vous voir ? (pas ana@brand.test ni @nobody)"
+    await write(
+        db, tenant, waiting.id, "n1", body=body, kind="note", author=replies.Author(ana, "Ana")
+    )
+    async with db.sessions() as session:
+        notified = list(
+            await session.scalars(select(Notification.user_id).order_by(Notification.user_id))
+        )
+        viewer = conversations_service.Viewer(bob, tenant.account_id, "agent")
+        listed = await conversations_service.inbox(
+            session, viewer, "mentions", conversations_service.InboxFilters(), datetime.now(UTC)
+        )
+    assert notified == [bob, léa]
+    assert [row.conversation.id for row in listed] == [waiting.id]

@@ -276,6 +276,10 @@ async def conversation_page(
     context = await conversation_context(state, agent, conversation_id)
     if context is None:
         return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    async with state.db.transaction() as session:
+        await conversations.mark_mentions_read(
+            session, agent.user_id, conversation_id, datetime.now(UTC)
+        )
     context["composer_key"] = new_key()
     return render(request, "conversation.html", agent.language, context)
 

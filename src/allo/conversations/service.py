@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select, text
+from sqlalchemy import Select, and_, exists, or_, select, text, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,7 @@ from allo.conversations.models import STATUSES, Conversation, Message
 from allo.db import bulk
 from allo.db.keys import pairs_match
 from allo.db.search import contains_pattern
-from allo.routing.models import TeamMember
+from allo.routing.models import Notification, TeamMember
 from allo.routing.service import queue_order
 
 THREADED_BY_HEADERS = frozenset({"email"})
@@ -637,7 +637,7 @@ async def list_messages(
 
 # The workspace's inbox
 
-VIEWS = ("mine", "unassigned", "teams", "all", "sla", "spam")
+VIEWS = ("mine", "unassigned", "teams", "mentions", "all", "sla", "spam")
 # "SLA at risk": a response due within this, or already overdue.
 AT_RISK = timedelta(minutes=15)
 SENTIMENT_BANDS = {"negative": (-1.0, -0.35), "neutral": (-0.35, 0.35), "positive": (0.35, 1.01)}
@@ -729,6 +729,14 @@ def _in_view(
         return query.where(Conversation.assignee_id.is_(None))
     if view == "teams":
         return query.where(Conversation.team_id.in_(my_teams))
+    if view == "mentions":
+        return query.where(
+            Conversation.id.in_(
+                select(Notification.conversation_id).where(
+                    Notification.user_id == viewer.user_id, Notification.kind == "mention"
+                )
+            )
+        )
     if view == "sla":
         return query.where(
             Conversation.response_due_at.is_not(None), Conversation.response_due_at <= now + AT_RISK
@@ -755,6 +763,22 @@ def _by_triage(query: Select[Conversation], filters: InboxFilters) -> Select[Con
 
 THREAD_SHOWN = 200
 PAST_SHOWN = 20
+
+
+async def mark_mentions_read(
+    session: AsyncSession, user_id: int, conversation_id: int, now: datetime
+) -> None:
+    """Opening a conversation reads the mentions of this user in it."""
+    await session.execute(
+        update(Notification)
+        .where(
+            Notification.user_id == user_id,
+            Notification.conversation_id == conversation_id,
+            Notification.kind == "mention",
+            Notification.read_at.is_(None),
+        )
+        .values(read_at=now)
+    )
 
 
 async def workspace_view(

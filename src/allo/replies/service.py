@@ -12,9 +12,11 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
+from allo.accounts.models import User
 from allo.conversations.models import Conversation, Message
 from allo.replies import rules
 from allo.replies.models import CannedResponse, OutboxEntry
+from allo.routing.models import Notification
 from allo.triage.pii import pii_kinds
 
 # Longer than any channel allows (X 280, Messenger 2,000, WhatsApp 4,096, email more); the
@@ -144,16 +146,61 @@ async def write(
     if kind != "note":
         await _queue(session, conversation, message, key, now)
         _answered(conversation, author, now)
+    else:
+        await _notify_mentioned(session, conversation, message, author, now)
     await events.announce(session, account_id, "message", [conversation_id])
     return Written(message, created=True)
+
+
+MENTION = re.compile(r"(?<![\w.])@([\w][\w.\-]{0,63})")
+
+
+async def _notify_mentioned(
+    session: AsyncSession, conversation: Conversation, note: Message, author: Author, now: datetime
+) -> list[int]:
+    """A note's @mentions of colleagues (by the part of their email before the @, their name
+    without spaces, or their first name when no one else in the account has it) become their
+    notifications; the Mentions view lists those conversations."""
+    handles = {handle.lower().rstrip(".") for handle in MENTION.findall(note.text)}
+    if not handles:
+        return []
+    users = (
+        await session.execute(
+            select(User.id, User.email, User.name).where(User.account_id == conversation.account_id)
+        )
+    ).all()
+    first_names: dict[str, list[int]] = {}
+    for user_id, _, name in users:
+        first_names.setdefault(name.split(" ")[0].lower(), []).append(user_id)
+
+    def handles_of(user_id: int, email: str, name: str) -> set[str]:
+        first = name.split(" ")[0].lower()
+        unique_first = {first} if first_names.get(first) == [user_id] else set()
+        return {email.split("@")[0], name.replace(" ", "").lower(), *unique_first}
+
+    mentioned = [
+        user_id
+        for user_id, email, name in users
+        if user_id != author.user_id and handles & handles_of(user_id, email, name)
+    ]
+    for user_id in mentioned:
+        session.add(
+            Notification(
+                account_id=conversation.account_id,
+                user_id=user_id,
+                conversation_id=conversation.id,
+                kind="mention",
+                text=f"{author.name}: {note.text[:200]}",
+                created_at=now,
+            )
+        )
+    return mentioned
 
 
 def _within_channel_rules(
     conversation: Conversation, visibility: str, text: str, now: datetime
 ) -> None:
-    checked = rules.check(
-        conversation.channel, visibility, text, conversation.last_inbound_at, now
-    )
+    checked = rules.check(conversation.channel, visibility, text, conversation.last_inbound_at, now)
     if "too_long" in checked.problems:
         raise ReplyError(
             f"at most {checked.limit} characters on {conversation.channel} "
