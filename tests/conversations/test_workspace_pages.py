@@ -221,3 +221,32 @@ async def test_labels_and_priority_are_changed_checked_and_shown(
         stored = await session.get(Conversation, conversation.id)
     assert stored is not None and stored.labels == ["colis", "urgent livraison"]
     assert stored.priority == 2
+
+
+async def test_an_agent_corrects_what_triage_read_from_the_thread(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    async with db.transaction() as session:
+        await session.execute(
+            update(Message).values(
+                triage={"intents": ["question"], "sentiment": {"label": "neutral", "score": 0}},
+                triaged_at=datetime.now(UTC),
+            )
+        )
+        message_id = await session.scalar(select(Message.id))
+    token = await sign_in(client)
+    url = f"/messages/{message_id}/corrections"
+    done = await client.post(url, data={"csrf_token": token, "correction": "intent:complaint"})
+    assert done.status_code == 303 and done.headers["location"].endswith(f"#message-{message_id}")
+    ignored = await client.post(url, data={"csrf_token": token, "correction": "priority:9"})
+    foreign = await client.post(
+        "/messages/999999/corrections", data={"csrf_token": token, "correction": "spam:true"}
+    )
+    assert ignored.status_code == foreign.status_code == 303
+    assert foreign.headers["location"] == "/inbox"
+    async with db.sessions() as session:
+        message = await session.get(Message, message_id)
+    assert message is not None and message.triage is not None
+    assert message.triage["intents"] == ["complaint"]

@@ -26,6 +26,7 @@ from allo.replies import rules
 from allo.replies import service as replies
 from allo.replies.service import new_key
 from allo.routing.models import Team
+from allo.triage import service as triage
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.i18n import render
@@ -245,6 +246,9 @@ async def conversation_context(
             return None
         conversation = found["conversation"]
         canned = await replies.list_canned(session, agent.account_id, conversation.language)
+        custom_intents = [
+            label.name for label in await triage.list_intent_labels(session, agent.account_id)
+        ]
         teams = await session.execute(
             select(Team.id, Team.name)
             .where(Team.account_id == agent.account_id)
@@ -256,6 +260,7 @@ async def conversation_context(
         conversation.channel, conversation.visibility, conversation.last_inbound_at, now
     )
     return {
+        "custom_intents": custom_intents,
         "limit": rules.MAX_LENGTH.get(conversation.channel),
         "window": window,
         "window_ends_at": window_ends_at,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
+from fastapi import APIRouter, Form, Response
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+
+from allo.conversations.models import Message
 from allo.triage import service as triage
 from allo.triage.schemas import (
     CorrectionIn,
@@ -12,7 +17,7 @@ from allo.triage.schemas import (
     IntentLabelOut,
     IntentModelOut,
 )
-from allo.web.auth import Owner
+from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.state import State
 
@@ -93,3 +98,35 @@ async def correct_message(
         except triage.TriageError as error:
             raise ApiError(422, "invalid", str(error), "value") from None
         return CorrectionOut.model_validate(correction)
+
+
+pages = APIRouter(include_in_schema=False)
+CORRECTABLE = ("intent", "sentiment", "spam")
+
+
+@pages.post("/messages/{message_id}/corrections", response_model=None)
+async def correct_page(
+    message_id: int,
+    agent: Agent,
+    state: State,
+    correction: Annotated[str, Form(max_length=100)] = "",
+) -> RedirectResponse:
+    """The thread's "Correct": `field:value` (intent:complaint, sentiment:negative, spam:true).
+    The message shows the correction at once; the next training of the account learns it."""
+    field, _, value = correction.partition(":")
+    conversation_id = None
+    if field in CORRECTABLE and value:
+        corrected: str | bool = value == "true" if field == "spam" else value
+        try:
+            async with state.db.transaction() as session:
+                saved = await triage.correct(
+                    session, agent.account_id, message_id, field, corrected, agent.user_id
+                )
+                conversation_id = await session.scalar(
+                    select(Message.conversation_id).where(Message.id == saved.message_id)
+                )
+        except (LookupError, triage.TriageError, ValueError):
+            conversation_id = None
+    if conversation_id is None:
+        return RedirectResponse("/inbox", status_code=303)
+    return RedirectResponse(f"/conversations/{conversation_id}#message-{message_id}", 303)

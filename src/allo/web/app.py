@@ -29,6 +29,7 @@ from allo.replies.routes import router as reply_routes
 from allo.routing.routes import pages as routing_pages
 from allo.routing.routes import router as routing_routes
 from allo.settings import Settings
+from allo.triage.routes import pages as triage_pages
 from allo.triage.routes import router as triage_routes
 from allo.web import errors
 from allo.web.auth import TtlCache
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         conversation_pages,
         reply_pages,
         routing_pages,
+        triage_pages,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
