@@ -9,11 +9,19 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from allo.accounts.models import User
+from allo.conversations import service as conversations
 from allo.conversations.routes import conversation_context
 from allo.conversations.schemas import MessageOut
 from allo.jobs import defer_routing
 from allo.replies import service as replies
-from allo.replies.schemas import CannedIn, CannedOut, OutboxPage, ReplyIn, ReplyOut
+from allo.replies.schemas import (
+    CannedIn,
+    CannedOut,
+    OutboxPage,
+    ReplyIn,
+    ReplyOut,
+    SuggestionOut,
+)
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.i18n import render
@@ -214,3 +222,32 @@ async def delete_canned_page(canned_id: int, agent: Agent, state: State) -> Resp
         async with state.db.transaction() as session:
             await replies.delete_canned(session, agent.account_id, canned_id)
     return RedirectResponse("/settings/canned-responses", status_code=303)
+
+
+@pages.get("/conversations/{conversation_id}/suggestions", response_class=HTMLResponse)
+async def suggestions_page(
+    request: Request, conversation_id: int, agent: Agent, state: State
+) -> HTMLResponse:
+    """Suggested replies, loaded after the conversation page so they never slow it down."""
+    async with state.db.sessions() as session:
+        conversation = await conversations.get_conversation(
+            session, agent.account_id, conversation_id
+        )
+        found = await replies.suggestions(session, conversation) if conversation else []
+    return render(request, "_suggestions.html", agent.language, {"suggestions": found})
+
+
+@router.get(
+    "/conversations/{conversation_id}/suggestions",
+    response_model=list[SuggestionOut],
+    summary="Suggested replies: what agents answered to similar messages",
+)
+async def suggestions_api(conversation_id: int, owner: Owner, state: State) -> list[SuggestionOut]:
+    async with state.db.sessions() as session:
+        conversation = await conversations.get_conversation(
+            session, owner.account_id, conversation_id
+        )
+        if conversation is None:
+            raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
+        found = await replies.suggestions(session, conversation)
+    return [SuggestionOut(**vars(suggestion)) for suggestion in found]

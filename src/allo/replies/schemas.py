@@ -57,3 +57,9 @@ class CannedOut(CannedIn):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
+
+
+class SuggestionOut(BaseModel):
+    text: str
+    score: float = Field(description="Trigram similarity of the two customer messages, 0 to 1")
+    from_conversation_id: int

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
@@ -404,3 +404,79 @@ async def delete_canned(session: AsyncSession, account_id: int, canned_id: int) 
         )
     )
     return bool(getattr(deleted, "rowcount", 0))
+
+
+# Suggested replies
+
+# Resolved conversations searched for a similar question, most recent first: enough to find
+# this week's answers, few enough to stay within tens of milliseconds (1,000,000 messages).
+SIMILAR_SEARCHED = 500
+SIMILAR_AT_LEAST = 0.3
+SUGGESTED = 3
+
+_SIMILAR = text(
+    """
+    WITH recent AS MATERIALIZED (
+        SELECT id FROM conversations
+        WHERE account_id = :account AND status = 'resolved' AND id <> :conversation
+          AND (CAST(:language AS text) IS NULL OR language = :language)
+        ORDER BY last_message_at DESC
+        LIMIT :searched
+    ), best AS MATERIALIZED (
+        SELECT m.id, m.conversation_id, similarity(m.text, :question) AS score
+        FROM recent JOIN messages m ON m.conversation_id = recent.id
+        WHERE m.direction = 'in'
+        ORDER BY score DESC
+        LIMIT :candidates
+    )
+    SELECT best.conversation_id, best.score, reply.text
+    FROM best
+    JOIN LATERAL (
+        SELECT r.text FROM messages r
+        WHERE r.conversation_id = best.conversation_id AND r.direction = 'out'
+          AND r.visibility <> 'note' AND r.author_user_id IS NOT NULL AND r.id > best.id
+        ORDER BY r.id LIMIT 1
+    ) reply ON true
+    WHERE best.score >= :at_least
+    ORDER BY best.score DESC
+    """
+)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    score: float
+    from_conversation_id: int
+
+
+async def suggestions(
+    session: AsyncSession, conversation: Conversation, limit: int = SUGGESTED
+) -> list[Suggestion]:
+    """What agents answered to the most similar customer messages in recently resolved
+    conversations of the account, in the conversation's language (trigram similarity)."""
+    question = await session.scalar(
+        select(Message.text)
+        .where(Message.conversation_id == conversation.id, Message.direction == "in")
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    if not question or not question.strip():
+        return []
+    rows = await session.execute(
+        _SIMILAR,
+        {
+            "account": conversation.account_id,
+            "conversation": conversation.id,
+            "language": conversation.language,
+            "searched": SIMILAR_SEARCHED,
+            "question": question[:1000],
+            "candidates": limit * 5,
+            "at_least": SIMILAR_AT_LEAST,
+        },
+    )
+    found: list[Suggestion] = []
+    for conversation_id, score, reply in rows.all():
+        if reply not in {s.text for s in found}:
+            found.append(Suggestion(reply, round(float(score), 2), conversation_id))
+    return found[:limit]

@@ -114,15 +114,23 @@
   setInterval(countdowns, 30000);
   body.addEventListener("htmx:afterSwap", countdowns);
 
-  // --- Canned responses: the chosen text goes into the answer, where the cursor is --------
+  // --- Canned responses and suggestions: the text goes into the answer, at the cursor -----
+  function insert(box, words) {
+    const at = box.selectionStart || box.value.length;
+    box.value = box.value.slice(0, at) + words + box.value.slice(box.selectionEnd || at);
+    box.focus();
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+  }
   document.addEventListener("change", function (event) {
     const select = event.target.closest("select[data-insert]");
     if (!select || !select.value) return;
-    const box = document.querySelector(select.dataset.insert);
-    const at = box.selectionStart || box.value.length;
-    box.value = box.value.slice(0, at) + select.value + box.value.slice(box.selectionEnd || at);
+    insert(document.querySelector(select.dataset.insert), select.value);
     select.value = "";
-    box.focus();
+  });
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("button[data-insert-text]");
+    if (!button) return;
+    insert(document.querySelector(button.dataset.target), button.dataset.insertText);
   });
 
   // --- Length as the network counts it (the server checks again) --------------------------
