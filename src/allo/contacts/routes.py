@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Form, Query
+from fastapi.responses import RedirectResponse
 
 from allo.contacts import service as contacts
-from allo.contacts.schemas import ContactDetail, ContactOut, ContactPage, IdentityOut
-from allo.web.auth import Owner
+from allo.contacts.schemas import ContactDetail, ContactOut, ContactPage, IdentityOut, MergeIn
+from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
 from allo.web.state import State
 
@@ -42,3 +43,45 @@ async def get_contact(contact_id: int, owner: Owner, state: State) -> ContactDet
         **ContactOut.model_validate(contact).model_dump(),
         identities=[IdentityOut.model_validate(i) for i in identities],
     )
+
+
+@router.post(
+    "/{contact_id}/merge",
+    response_model=ContactDetail,
+    summary="Merge another contact into this one (identities, conversations, messages)",
+)
+async def merge(contact_id: int, body: MergeIn, owner: Owner, state: State) -> ContactDetail:
+    try:
+        async with state.db.transaction() as session:
+            kept = await contacts.merge(session, owner.account_id, contact_id, body.contact_id)
+            if kept is None:
+                raise ApiError(404, "not_found", "both contacts must be in this account")
+            found = await contacts.get_contact(session, owner.account_id, contact_id)
+    except contacts.MergeError as error:
+        raise ApiError(422, "invalid", str(error), error.field) from None
+    assert found is not None
+    contact, identities = found
+    return ContactDetail(
+        **ContactOut.model_validate(contact).model_dump(),
+        identities=[IdentityOut.model_validate(i) for i in identities],
+    )
+
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.post("/contacts/{contact_id}/merge", response_model=None)
+async def merge_page(
+    contact_id: int,
+    agent: Agent,
+    state: State,
+    merged_id: Annotated[int, Form()],
+    back_to: Annotated[int, Form()],
+) -> RedirectResponse:
+    """The customer panel's "Same customer: merge"."""
+    try:
+        async with state.db.transaction() as session:
+            await contacts.merge(session, agent.account_id, contact_id, merged_id)
+    except contacts.MergeError:
+        pass
+    return RedirectResponse(f"/conversations/{back_to}", status_code=303)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class IdentityOut(BaseModel):
@@ -37,3 +37,7 @@ class ContactDetail(ContactOut):
 class ContactPage(BaseModel):
     contacts: list[ContactOut]
     next_cursor: str | None
+
+
+class MergeIn(BaseModel):
+    contact_id: int = Field(description="The contact merged into this one (then deleted)")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.channels.inbound import Author
 from allo.contacts.models import Contact, Identity
+from allo.conversations.models import Conversation, Message
 from allo.db.search import contains_pattern
 
 IdentityKey = tuple[int, str, str]
@@ -171,3 +172,73 @@ async def get_contact(
         .order_by(Identity.id)
     )
     return contact, list(identities.all())
+
+
+class MergeError(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+async def merge(
+    session: AsyncSession, account_id: int, keep_id: int, merged_id: int
+) -> Contact | None:
+    """One customer known twice becomes one: the merged contact's identities, conversations
+    and messages move to the kept one, which keeps its own details and takes the other's
+    where it has none; the merged contact is deleted. None when either is not the account's."""
+    if keep_id == merged_id:
+        raise MergeError("a contact cannot be merged into itself", "contact_id")
+    found = await session.scalars(
+        select(Contact)
+        .where(Contact.account_id == account_id, Contact.id.in_([keep_id, merged_id]))
+        .order_by(Contact.id)
+        .with_for_update()
+    )
+    by_id = {contact.id: contact for contact in found}
+    keep, merged = by_id.get(keep_id), by_id.get(merged_id)
+    if keep is None or merged is None:
+        return None
+    for column in ("name", "email", "phone", "language"):
+        if getattr(keep, column) is None:
+            setattr(keep, column, getattr(merged, column))
+    keep.attributes = {**merged.attributes, **keep.attributes}
+    moved = {"contact_id": keep_id}
+    await session.execute(
+        update(Identity)
+        .where(Identity.account_id == account_id, Identity.contact_id == merged_id)
+        .values(moved)
+    )
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.account_id == account_id, Conversation.contact_id == merged_id)
+        .values(moved)
+    )
+    await session.execute(
+        update(Message)
+        .where(Message.account_id == account_id, Message.author_contact_id == merged_id)
+        .values(author_contact_id=keep_id)
+    )
+    await session.delete(merged)
+    await session.flush()
+    return keep
+
+
+async def possible_duplicates(
+    session: AsyncSession, account_id: int, contact: Contact, limit: int = 5
+) -> list[Contact]:
+    """Other contacts of the account with the same name, email or phone."""
+    same = [
+        func.lower(Contact.name) == contact.name.lower() if contact.name else None,
+        func.lower(Contact.email) == contact.email.lower() if contact.email else None,
+        Contact.phone == contact.phone if contact.phone else None,
+    ]
+    conditions = [condition for condition in same if condition is not None]
+    if not conditions:
+        return []
+    rows = await session.scalars(
+        select(Contact)
+        .where(Contact.account_id == account_id, Contact.id != contact.id, or_(*conditions))
+        .order_by(Contact.id)
+        .limit(limit)
+    )
+    return list(rows.all())

@@ -18,6 +18,7 @@ from allo import events
 from allo.accounts.models import User
 from allo.channels.inbound import InboundMessage
 from allo.channels.models import ChannelAccount
+from allo.contacts import service as contacts_service
 from allo.contacts.models import Contact, Identity
 from allo.conversations.models import STATUSES, Conversation, Message
 from allo.db import bulk
@@ -820,7 +821,11 @@ async def workspace_view(
         await session.get(User, conversation.assignee_id) if conversation.assignee_id else None
     )
     messages = list(reversed(latest))
+    duplicates = (
+        await contacts_service.possible_duplicates(session, account_id, contact) if contact else []
+    )
     return {
+        "duplicates": duplicates,
         "conversation": conversation,
         "messages": messages,
         "last_message_id": max((m.id for m in messages), default=0),

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from allo import __version__, jobs
 from allo.channels.api import ApiInboundMessage
 from allo.channels.routes import router as inbox_routes
+from allo.contacts.routes import pages as contact_pages
 from allo.contacts.routes import router as contact_routes
 from allo.conversations.routes import pages as conversation_pages
 from allo.conversations.routes import router as conversation_routes
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reply_pages,
         routing_pages,
         triage_pages,
+        contact_pages,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
