@@ -243,7 +243,12 @@ def time_pages(base: str, seeded: dict[str, Any], requests: int) -> dict[str, An
             lead,
             lambda: f"/inbox?view=all&q=commande+{generator.randint(low, high)}",
         ),
+        "inbox: view counts": (lead, lambda: "/inbox/views?view=all"),
         "conversation page": (lead, lambda: f"/conversations/{generator.randint(low, high)}"),
+        "suggested replies": (
+            lead,
+            lambda: f"/conversations/{generator.randint(low, high)}/suggestions",
+        ),
     }
     results = {}
     for name, (client, path) in pages.items():

@@ -250,3 +250,34 @@ async def test_an_agent_corrects_what_triage_read_from_the_thread(
         message = await session.get(Message, message_id)
     assert message is not None and message.triage is not None
     assert message.triage["intents"] == ["complaint"]
+
+
+async def test_each_view_counts_its_open_conversations_in_one_request(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    agent_id = await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"), ("m2", "c2"), ("m3", "c3"))
+    first, second, _ = await conversations(db)
+    async with db.transaction() as session:
+        await session.execute(
+            update(Conversation).where(Conversation.id == first.id).values(assignee_id=agent_id)
+        )
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == second.id)
+            .values(waiting_triage={"spam": True}, response_due_at=datetime.now(UTC))
+        )
+    await sign_in(client)
+    views = (await client.get("/inbox/views?view=all")).text
+    counted = dict(
+        re.findall(r'href="/inbox\?view=(\w+)".*?<span class="count">(\d+)</span>', views, re.S)
+    )
+    assert counted == {
+        "mine": "1",
+        "unassigned": "2",
+        "teams": "0",
+        "mentions": "0",
+        "all": "3",
+        "sla": "1",
+        "spam": "1",
+    }

@@ -236,6 +236,16 @@ async def inbox_queue(request: Request, agent: Agent, state: State) -> HTMLRespo
     return render(request, "_queue.html", agent.language, context)
 
 
+@pages.get("/inbox/views", response_class=HTMLResponse)
+async def inbox_views(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    """The views with their counts of open conversations; the inbox asks every 15 s."""
+    view, _ = _inbox_filters(request)
+    async with state.db.sessions() as session:
+        counts = await conversations.view_counts(session, viewer_of(agent), datetime.now(UTC))
+    context = {"agent": agent, "view": view, "views": conversations.VIEWS, "counts": counts}
+    return render(request, "_views.html", agent.language, context)
+
+
 async def conversation_context(
     state: AppState, agent: SignedIn, conversation_id: int
 ) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -690,16 +690,7 @@ async def inbox(
             status=filters.status, channel=filters.channel, label=filters.label, text=filters.text
         ),
     )
-    my_teams = select(TeamMember.team_id).where(TeamMember.user_id == viewer.user_id)
-    if viewer.role == "agent":
-        query = query.where(
-            or_(
-                Conversation.team_id.in_(my_teams),
-                Conversation.team_id.is_(None),
-                Conversation.assignee_id == viewer.user_id,
-            )
-        )
-    query = _in_view(query, view, viewer, my_teams, now)
+    query = query.where(_visible_to(viewer), _view_condition(view, viewer, now))
     query = _by_triage(query, filters)
     latest = (
         select(Message.text)
@@ -721,30 +712,61 @@ async def inbox(
     ]
 
 
-def _in_view(
-    query: Select[Conversation], view: str, viewer: Viewer, my_teams: Any, now: datetime
-) -> Select[Conversation]:
+def _view_condition(view: str, viewer: Viewer, now: datetime) -> ColumnElement[bool]:
+    """What puts a conversation in a view (`all`: every one)."""
     if view == "mine":
-        return query.where(Conversation.assignee_id == viewer.user_id)
+        return Conversation.assignee_id == viewer.user_id
     if view == "unassigned":
-        return query.where(Conversation.assignee_id.is_(None))
+        return Conversation.assignee_id.is_(None)
     if view == "teams":
-        return query.where(Conversation.team_id.in_(my_teams))
+        return Conversation.team_id.in_(_teams_of(viewer))
     if view == "mentions":
-        return query.where(
-            Conversation.id.in_(
-                select(Notification.conversation_id).where(
-                    Notification.user_id == viewer.user_id, Notification.kind == "mention"
-                )
+        return Conversation.id.in_(
+            select(Notification.conversation_id).where(
+                Notification.user_id == viewer.user_id, Notification.kind == "mention"
             )
         )
     if view == "sla":
-        return query.where(
+        return and_(
             Conversation.response_due_at.is_not(None), Conversation.response_due_at <= now + AT_RISK
         )
     if view == "spam":
-        return query.where(Conversation.waiting_triage["spam"].as_boolean().is_(True))
-    return query
+        spam: ColumnElement[bool] = Conversation.waiting_triage["spam"].as_boolean().is_(True)
+        return spam
+    return true()
+
+
+def _teams_of(viewer: Viewer) -> Select[int]:
+    return select(TeamMember.team_id).where(TeamMember.user_id == viewer.user_id)
+
+
+def _visible_to(viewer: Viewer) -> ColumnElement[bool]:
+    """Agents see their teams' conversations, those without a team and their own."""
+    if viewer.role != "agent":
+        return true()
+    return or_(
+        Conversation.team_id.in_(_teams_of(viewer)),
+        Conversation.team_id.is_(None),
+        Conversation.assignee_id == viewer.user_id,
+    )
+
+
+async def view_counts(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, int]:
+    """Open conversations per view, in one statement (the inbox asks at most every few
+    seconds, never per event)."""
+    counted = [
+        func.count().filter(_view_condition(view, viewer, now)).label(view) for view in VIEWS
+    ]
+    row = (
+        await session.execute(
+            select(*counted).where(
+                Conversation.account_id == viewer.account_id,
+                Conversation.status == "open",
+                _visible_to(viewer),
+            )
+        )
+    ).one()
+    return dict(row._mapping)
 
 
 def _by_triage(query: Select[Conversation], filters: InboxFilters) -> Select[Conversation]:
