@@ -152,3 +152,21 @@ async def test_the_sign_in_page_speaks_the_browsers_language(client: httpx.Async
     english = await client.get("/login", headers={"Accept-Language": "de-DE,en;q=0.5"})
     assert '<html lang="fr">' in french.text and "Se connecter" in french.text
     assert '<html lang="en">' in english.text and "Sign in" in english.text
+
+
+async def test_an_agent_switches_the_workspace_to_french_and_renames_themselves(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    token = await sign_in(client)
+    assert '<html lang="en">' in (await client.get("/inbox")).text
+    saved = await client.post(
+        "/settings/profile", data={"csrf_token": token, "name": "Ana Dupont", "language": "fr"}
+    )
+    assert saved.status_code == 200 and "Enregistré." in saved.text
+    page = (await client.get("/inbox")).text
+    assert '<html lang="fr">' in page and "Ana Dupont" in page
+    odd = await client.post(
+        "/settings/profile", data={"csrf_token": token, "name": "Ana", "language": "xx"}
+    )
+    assert '<html lang="fr">' in odd.text  # an unknown language keeps the current one

@@ -276,3 +276,9 @@ async def reset_password(
         .values(ended_at=now)
     )
     return user
+
+
+async def set_profile(session: AsyncSession, user_id: int, name: str, language: str) -> None:
+    await session.execute(
+        update(User).where(User.id == user_id).values(name=name, language=language)
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -19,7 +20,7 @@ from allo.accounts.mail import MailError, send_mail
 from allo.conversations.models import Conversation, Message
 from allo.intake import service as intake
 from allo.web.auth import SESSION_COOKIE, Agent
-from allo.web.i18n import accepted_language, gettext_in, render
+from allo.web.i18n import LANGUAGES, accepted_language, gettext_in, render
 from allo.web.realtime import event_stream
 from allo.web.state import AppState, State
 
@@ -220,3 +221,26 @@ async def reset(
             return RedirectResponse("/login?reset=done", status_code=303)
     context = {"token": token, "works": error is not None, "error": error}
     return render(request, "reset.html", language, context, status_code=422)
+
+
+@router.get("/settings/profile", response_class=HTMLResponse)
+async def profile_page(request: Request, agent: Agent) -> HTMLResponse:
+    context = {"agent": agent, "section": "profile", "languages": LANGUAGES, "saved": False}
+    return render(request, "profile.html", agent.language, context)
+
+
+@router.post("/settings/profile", response_class=HTMLResponse)
+async def save_profile(
+    request: Request,
+    agent: Agent,
+    state: State,
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    language: Annotated[str, Form()],
+) -> HTMLResponse:
+    """The signed-in user's name and the language of their workspace."""
+    chosen = language if language in LANGUAGES else agent.language
+    async with state.db.transaction() as session:
+        await accounts.set_profile(session, agent.user_id, name.strip() or agent.name, chosen)
+    changed = replace(agent, name=name.strip() or agent.name, language=chosen)
+    context = {"agent": changed, "section": "profile", "languages": LANGUAGES, "saved": True}
+    return render(request, "profile.html", chosen, context)
