@@ -163,7 +163,7 @@ async def test_the_api_replies_idempotently_and_lists_the_outbox(
     assert first.json()["created"] and not second.json()["created"]
     assert first.json()["message"]["id"] == second.json()["message"]["id"]
     outbox = (await client.get("/api/v1/outbox", headers=auth(tenant.token))).json()
-    assert [m["text"] for m in outbox["messages"]] == ["On s'en occupe."]
+    assert [e["message"]["text"] for e in outbox["entries"]] == ["On s'en occupe."]
     missing = await client.post(
         "/api/v1/conversations/999999/replies",
         json=body | {"idempotency_key": "x"},

@@ -282,3 +282,41 @@ async def set_profile(session: AsyncSession, user_id: int, name: str, language: 
     await session.execute(
         update(User).where(User.id == user_id).values(name=name, language=language)
     )
+
+
+ACCOUNT_LANGUAGES = ("fr", "en", "de", "es", "it", "nl", "pt")
+
+
+class AccountError(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+async def change_account(
+    session: AsyncSession,
+    account_id: int,
+    name: str | None = None,
+    languages: list[str] | None = None,
+    approve_public_replies: bool | None = None,
+) -> Account:
+    """The account's name and settings: the languages triage chooses among, and whether
+    agents' public replies wait for a supervisor's approval."""
+    account = await session.get(Account, account_id, with_for_update=True)
+    if account is None:
+        raise LookupError(f"no account {account_id}")
+    settings = dict(account.settings)
+    if name is not None:
+        if not name.strip() or len(name) > 200:
+            raise AccountError("1 to 200 characters", "name")
+        account.name = name.strip()
+    if languages is not None:
+        unknown = [code for code in languages if code not in ACCOUNT_LANGUAGES]
+        if unknown or not languages:
+            raise AccountError(f"one or more of {', '.join(ACCOUNT_LANGUAGES)}", "languages")
+        settings["languages"] = list(dict.fromkeys(languages))
+    if approve_public_replies is not None:
+        settings["approve_public_replies"] = approve_public_replies
+    account.settings = settings
+    await session.flush()
+    return account

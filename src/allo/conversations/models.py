@@ -25,7 +25,7 @@ STATUSES = ("open", "pending", "snoozed", "resolved")
 VISIBILITIES = ("public", "private")
 MESSAGE_VISIBILITIES = ("public", "private", "note")
 DIRECTIONS = ("in", "out")
-DELIVERY_STATUSES = ("received", "queued", "sent", "delivered", "read", "failed")
+DELIVERY_STATUSES = ("received", "held", "queued", "sent", "delivered", "read", "failed")
 
 
 class Conversation(Timestamped, Base):

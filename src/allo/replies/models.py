@@ -18,7 +18,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from allo.db.base import Base, Timestamped
 
-OUTBOX_STATUSES = ("queued", "sending", "sent", "failed")
+# held: a public reply waiting for a supervisor's approval; rejected: refused by one.
+OUTBOX_STATUSES = ("held", "queued", "sending", "sent", "failed", "rejected")
 
 
 class OutboxEntry(Timestamped, Base):

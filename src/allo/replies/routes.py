@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from allo.accounts.models import User
 from allo.conversations import service as conversations
+from allo.conversations.models import Message
 from allo.conversations.routes import conversation_context
 from allo.conversations.schemas import MessageOut
 from allo.jobs import defer_routing
 from allo.replies import service as replies
+from allo.replies.models import OutboxEntry
 from allo.replies.schemas import (
     CannedIn,
     CannedOut,
+    OutboxEntryOut,
     OutboxPage,
     ReplyIn,
     ReplyOut,
@@ -28,6 +31,7 @@ from allo.web.i18n import render
 from allo.web.state import State
 
 router = APIRouter(prefix="/api/v1", tags=["replies"])
+Decision = Literal["approve", "reject"]
 pages = APIRouter(include_in_schema=False)
 
 
@@ -41,7 +45,9 @@ pages = APIRouter(include_in_schema=False)
 async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State) -> ReplyOut:
     async with state.db.transaction() as session:
         user = await session.get(User, owner.user_id) if owner.user_id else None
-        author = replies.Author(owner.user_id, user.name if user else "API")
+        author = replies.Author(
+            owner.user_id, user.name if user else "API", user.role if user else "agent"
+        )
         try:
             written = await replies.write(
                 session,
@@ -75,11 +81,54 @@ async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State)
     return result
 
 
-@router.get("/outbox", response_model=OutboxPage, summary="Messages to customers, newest first")
+@router.get(
+    "/outbox", response_model=OutboxPage, summary="Messages to customers, held ones then newest"
+)
 async def outbox(owner: Owner, state: State) -> OutboxPage:
     async with state.db.sessions() as session:
         rows = await replies.outbox(session, owner.account_id)
-    return OutboxPage(messages=[MessageOut.model_validate(r) for r in rows])
+    return OutboxPage(entries=[_entry_out(entry, message) for entry, message in rows])
+
+
+def _entry_out(entry: OutboxEntry, message: Message) -> OutboxEntryOut:
+    return OutboxEntryOut(
+        id=entry.id,
+        status=entry.status,
+        attempts=entry.attempts,
+        last_error=entry.last_error,
+        message=MessageOut.model_validate(message),
+    )
+
+
+@router.post(
+    "/outbox/{entry_id}/{decision}",
+    response_model=OutboxEntryOut,
+    summary="Approve or reject a public reply waiting for approval (admins and supervisors)",
+)
+async def decide(entry_id: int, decision: Decision, owner: Owner, state: State) -> OutboxEntryOut:
+    async with state.db.transaction() as session:
+        user = await session.get(User, owner.user_id) if owner.user_id else None
+        approver = replies.Author(
+            owner.user_id, user.name if user else "", user.role if user else ""
+        )
+        try:
+            message = await replies.decide(
+                session,
+                owner.account_id,
+                entry_id,
+                approver,
+                decision == "approve",
+                datetime.now(UTC),
+            )
+        except LookupError as error:
+            raise ApiError(404, "not_found", str(error)) from None
+        except replies.ApprovalError as error:
+            raise ApiError(409, "conflict", str(error)) from None
+        entry = await session.get(OutboxEntry, entry_id)
+        assert entry is not None
+        result = _entry_out(entry, message)
+    await defer_routing()
+    return result
 
 
 @pages.post("/conversations/{conversation_id}/replies", response_model=None)
@@ -96,7 +145,7 @@ async def reply_page(
 ) -> Response:
     """The composer. A refused reply (empty, too long, answered meanwhile) shows the page
     again with the text kept; a repeated submit (same key) writes nothing new."""
-    author = replies.Author(agent.user_id, agent.name)
+    author = replies.Author(agent.user_id, agent.name, agent.role)
     problem: dict[str, object] = {}
     try:
         async with state.db.transaction() as session:
@@ -137,12 +186,35 @@ async def reply_page(
 async def outbox_page(request: Request, agent: Agent, state: State) -> HTMLResponse:
     async with state.db.sessions() as session:
         rows = await replies.outbox(session, agent.account_id)
-    return render(
-        request,
-        "outbox.html",
-        agent.language,
-        {"agent": agent, "section": "outbox", "messages": rows},
-    )
+    context = {
+        "agent": agent,
+        "section": "outbox",
+        "entries": rows,
+        "may_approve": agent.role in replies.APPROVERS,
+    }
+    return render(request, "outbox.html", agent.language, context)
+
+
+@pages.post("/outbox/{entry_id}/{decision}", response_model=None)
+async def decide_page(
+    entry_id: int, decision: Decision, agent: Agent, state: State
+) -> RedirectResponse:
+    approver = replies.Author(agent.user_id, agent.name, agent.role)
+    try:
+        async with state.db.transaction() as session:
+            await replies.decide(
+                session,
+                agent.account_id,
+                entry_id,
+                approver,
+                decision == "approve",
+                datetime.now(UTC),
+            )
+    except (LookupError, replies.ApprovalError):
+        pass
+    else:
+        await defer_routing()
+    return RedirectResponse("/outbox", status_code=303)
 
 
 @router.get("/canned-responses", response_model=list[CannedOut], summary="Canned responses")

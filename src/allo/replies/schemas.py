@@ -37,8 +37,18 @@ class ReplyOut(BaseModel):
     created: bool
 
 
+class OutboxEntryOut(BaseModel):
+    id: int
+    status: str = Field(
+        description="held (waiting for approval), queued, sending, sent, failed, rejected"
+    )
+    attempts: int
+    last_error: str | None
+    message: MessageOut
+
+
 class OutboxPage(BaseModel):
-    messages: list[MessageOut]
+    entries: list[OutboxEntryOut]
 
 
 class CannedIn(BaseModel):

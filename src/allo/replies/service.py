@@ -12,7 +12,7 @@ from sqlalchemy import delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
-from allo.accounts.models import User
+from allo.accounts.models import Account, User
 from allo.conversations.models import Conversation, Message
 from allo.replies import rules
 from allo.replies.models import CannedResponse, OutboxEntry
@@ -65,6 +65,7 @@ class AlreadyAnswered(Exception):
 class Author:
     user_id: int | None  # None: an integration's account-wide API token
     name: str
+    role: str = "agent"  # an agent's public replies may need approval (account setting)
 
 
 @dataclass(frozen=True)
@@ -141,11 +142,15 @@ async def write(
         delivery_status="sent" if kind == "note" else "queued",
         idempotency_key=key,
     )
+    held = kind != "note" and await _needs_approval(session, account_id, visibility, author)
+    if held:
+        message.delivery_status = "held"
     session.add(message)
     await session.flush()
     if kind != "note":
-        await _queue(session, conversation, message, key, now)
-        _answered(conversation, author, now)
+        await _queue(session, conversation, message, key, now, held)
+        if not held:
+            _answered(conversation, author, now)
     else:
         await _notify_mentioned(session, conversation, message, author, now)
     await events.announce(session, account_id, "message", [conversation_id])
@@ -265,7 +270,12 @@ async def answers_since(
 
 
 async def _queue(
-    session: AsyncSession, conversation: Conversation, message: Message, key: str, now: datetime
+    session: AsyncSession,
+    conversation: Conversation,
+    message: Message,
+    key: str,
+    now: datetime,
+    held: bool = False,
 ) -> None:
     session.add(
         OutboxEntry(
@@ -275,9 +285,60 @@ async def _queue(
             channel_account_id=conversation.channel_account_id,
             idempotency_key=key,
             next_attempt_at=now,
+            status="held" if held else "queued",
         )
     )
     await session.flush()
+
+
+APPROVAL_SETTING = "approve_public_replies"
+APPROVERS = ("admin", "supervisor")
+
+
+async def _needs_approval(
+    session: AsyncSession, account_id: int, visibility: str, author: Author
+) -> bool:
+    """Where the account asks for it, an agent's public replies wait for a supervisor."""
+    if visibility != "public" or author.user_id is None or author.role in APPROVERS:
+        return False
+    settings = await session.scalar(select(Account.settings).where(Account.id == account_id))
+    return bool((settings or {}).get(APPROVAL_SETTING))
+
+
+class ApprovalError(ValueError):
+    pass
+
+
+async def decide(
+    session: AsyncSession,
+    account_id: int,
+    outbox_id: int,
+    approver: Author,
+    approve: bool,
+    now: datetime,
+) -> Message:
+    """A supervisor approves a held public reply (queued to be sent; it answers the customer
+    now) or rejects it (never sent; the customer still waits)."""
+    if approver.role not in APPROVERS:
+        raise ApprovalError("only admins and supervisors approve replies")
+    entry = await session.get(OutboxEntry, outbox_id, with_for_update=True)
+    if entry is None or entry.account_id != account_id:
+        raise LookupError(f"no outbox entry {outbox_id} in this account")
+    if entry.status != "held":
+        raise ApprovalError(f"this reply is {entry.status}, not waiting for approval")
+    message = await session.get(Message, entry.message_id)
+    conversation = await session.get(Conversation, entry.conversation_id, with_for_update=True)
+    assert message is not None and conversation is not None
+    if approve:
+        entry.status, entry.next_attempt_at = "queued", now
+        message.delivery_status = "queued"
+        writer = Author(message.author_user_id, message.author_name or "")
+        _answered(conversation, writer, now)
+    else:
+        entry.status, entry.last_error = "rejected", f"rejected by {approver.name}"
+        message.delivery_status = "failed"
+    await events.announce(session, account_id, "message", [conversation.id])
+    return message
 
 
 def _answered(conversation: Conversation, author: Author, now: datetime) -> None:
@@ -296,16 +357,18 @@ def _answered(conversation: Conversation, author: Author, now: datetime) -> None
     conversation.routed_at = None
 
 
-async def outbox(session: AsyncSession, account_id: int, limit: int = 50) -> list[Message]:
-    """The account's latest messages to customers, newest first, with their delivery status."""
-    rows = await session.scalars(
-        select(Message)
-        .join(OutboxEntry, OutboxEntry.message_id == Message.id)
+async def outbox(
+    session: AsyncSession, account_id: int, limit: int = 50
+) -> list[tuple[OutboxEntry, Message]]:
+    """The account's latest messages to customers, newest first, held ones first."""
+    rows = await session.execute(
+        select(OutboxEntry, Message)
+        .join(Message, OutboxEntry.message_id == Message.id)
         .where(OutboxEntry.account_id == account_id)
-        .order_by(OutboxEntry.id.desc())
+        .order_by((OutboxEntry.status == "held").desc(), OutboxEntry.id.desc())
         .limit(limit)
     )
-    return list(rows.all())
+    return [(entry, message) for entry, message in rows.all()]
 
 
 # Canned responses

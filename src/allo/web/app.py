@@ -16,6 +16,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from allo import __version__, jobs
+from allo.accounts.routes import pages as account_pages
+from allo.accounts.routes import router as account_routes
 from allo.channels.api import ApiInboundMessage
 from allo.channels.routes import router as inbox_routes
 from allo.contacts.routes import pages as contact_pages
@@ -125,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routing_pages,
         triage_pages,
         contact_pages,
+        account_routes,
+        account_pages,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -66,7 +66,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.CheckConstraint(
-            "status IN ('queued', 'sending', 'sent', 'failed')", name=op.f("ck_outbox_status")
+            "status IN ('held', 'queued', 'sending', 'sent', 'failed', 'rejected')",
+            name=op.f("ck_outbox_status"),
         ),
         sa.ForeignKeyConstraint(
             ["account_id"],
@@ -97,6 +98,12 @@ def upgrade() -> None:
             "account_id", "idempotency_key", name=op.f("uq_outbox_account_id_idempotency_key")
         ),
         sa.UniqueConstraint("message_id", name=op.f("uq_outbox_message_id")),
+    )
+    op.drop_constraint(op.f("ck_messages_delivery_status"), "messages", type_="check")
+    op.create_check_constraint(
+        op.f("ck_messages_delivery_status"),
+        "messages",
+        "delivery_status IN ('received', 'held', 'queued', 'sent', 'delivered', 'read', 'failed')",
     )
     op.add_column("messages", sa.Column("idempotency_key", sa.String(length=200), nullable=True))
     op.create_index(
@@ -193,3 +200,9 @@ def downgrade() -> None:
         postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
     op.drop_column("messages", "idempotency_key")
+    op.drop_constraint(op.f("ck_messages_delivery_status"), "messages", type_="check")
+    op.create_check_constraint(
+        op.f("ck_messages_delivery_status"),
+        "messages",
+        "delivery_status IN ('received', 'queued', 'sent', 'delivered', 'read', 'failed')",
+    )
