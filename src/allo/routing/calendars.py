@@ -391,3 +391,48 @@ def _utc(moment: object, name: str) -> datetime:
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
         raise CalendarError(f"{name} must be a timezone-aware datetime, not {moment!r}")
     return moment.astimezone(UTC)
+
+
+WEEK_PART = re.compile(
+    r"^(mon|tue|wed|thu|fri|sat|sun)(?:-(mon|tue|wed|thu|fri|sat|sun))?\s+"
+    r"(\d{2}:\d{2})-(\d{2}:\d{2})$"
+)
+
+
+def week_from_text(text: str) -> dict[str, list[list[str]]]:
+    """Weekly hours as people write them, "mon-fri 09:00-12:00, mon-fri 13:00-17:00,
+    sat 10:00-14:00", into the calendar's `hours` (checked when the calendar is built)."""
+    week: dict[str, list[list[str]]] = {}
+    for part in (piece.strip().lower() for piece in text.replace(";", ",").split(",")):
+        if not part:
+            continue
+        found = WEEK_PART.match(" ".join(part.split()))
+        if found is None:
+            raise CalendarError(
+                f"{part!r}: write a day or days and hours, like mon-fri 09:00-17:00"
+            )
+        first, last, start, end = found.groups()
+        days = DAY_KEYS[DAY_KEYS.index(first) : DAY_KEYS.index(last or first) + 1]
+        if not days:
+            raise CalendarError(f"{part!r}: the days run from Monday to Sunday")
+        for day in days:
+            week.setdefault(day, []).append([start, end])
+    return week
+
+
+def week_to_text(hours: Mapping[str, Any]) -> str:
+    """The calendar's `hours` as `week_from_text` reads them, days in a row with the same
+    hours written as one range."""
+    runs: list[tuple[str, str, list[Any]]] = []
+    for day in DAY_KEYS:
+        intervals = [list(interval) for interval in hours.get(day, [])]
+        follows = runs and DAY_KEYS.index(runs[-1][1]) + 1 == DAY_KEYS.index(day)
+        if follows and runs[-1][2] == intervals and intervals:
+            runs[-1] = (runs[-1][0], day, intervals)
+        elif intervals:
+            runs.append((day, day, intervals))
+    return ", ".join(
+        f"{first if first == last else f'{first}-{last}'} {start}-{end}"
+        for first, last, intervals in runs
+        for start, end in intervals
+    )

@@ -6,15 +6,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Form
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from allo.accounts.models import User
 from allo.conversations.schemas import ConversationOut
 from allo.jobs import defer_routing
 from allo.routing import service as routing
-from allo.routing.models import Team
+from allo.routing.calendars import CalendarError, week_from_text, week_to_text
+from allo.routing.models import STRATEGIES, Team
+from allo.routing.models import Agent as AgentRow
 from allo.routing.schemas import (
     AgentIn,
     AgentOut,
@@ -33,6 +39,7 @@ from allo.routing.schemas import (
 )
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
+from allo.web.i18n import render
 from allo.web.state import State
 
 router = APIRouter(prefix="/api/v1", tags=["routing"])
@@ -259,3 +266,172 @@ async def transfer_page(
         return RedirectResponse("/inbox", status_code=303)
     await defer_routing()
     return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
+
+
+SETTINGS_ROLES = ("admin", "supervisor")
+CLOCKS = ("first_response", "next_response", "resolution")
+PRIORITY_NAMES = ("normal", "urgent")
+
+
+@pages.get("/settings/routing", response_class=HTMLResponse)
+async def routing_settings(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    """Teams (members, business hours, policy, out-of-hours texts), SLA policies, agents'
+    presence and capacity."""
+    async with state.db.sessions() as session:
+        teams = await routing.list_teams(session, agent.account_id)
+        policies = await routing.list_sla_policies(session, agent.account_id)
+        people = list(
+            await session.scalars(
+                select(User).where(User.account_id == agent.account_id).order_by(User.name)
+            )
+        )
+        agents = {
+            row.user_id: row
+            for row in await session.scalars(
+                select(AgentRow).where(AgentRow.account_id == agent.account_id)
+            )
+        }
+    context = {
+        "agent": agent,
+        "section": "settings",
+        "teams": [(team, members, _team_hours(team)) for team, members in teams],
+        "policies": policies,
+        "people": people,
+        "agents": agents,
+        "clocks": CLOCKS,
+        "priorities": PRIORITY_NAMES,
+        "strategies": STRATEGIES,
+        "may_change": agent.role in SETTINGS_ROLES,
+        "error": request.query_params.get("error"),
+    }
+    return render(request, "routing.html", agent.language, context)
+
+
+def _team_hours(team: Team) -> dict[str, str]:
+    calendar = team.calendar or {}
+    return {
+        "time_zone": calendar.get("time_zone", "UTC"),
+        "week": week_to_text(calendar.get("hours", {})),
+        "holidays": ", ".join(calendar.get("holidays", [])),
+    }
+
+
+def _refused(problem: str) -> RedirectResponse:
+    return RedirectResponse(f"/settings/routing?error={quote(problem[:300])}", status_code=303)
+
+
+@pages.post("/settings/routing/teams", response_model=None)
+async def save_team_page(
+    request: Request,
+    agent: Agent,
+    state: State,
+    name: Annotated[str, Form(max_length=200)],
+    team_id: Annotated[int | None, Form()] = None,
+    strategy: Annotated[str, Form()] = "balanced",
+    time_zone: Annotated[str, Form(max_length=64)] = "",
+    week: Annotated[str, Form(max_length=2000)] = "",
+    holidays: Annotated[str, Form(max_length=4000)] = "",
+    sla_policy_id: Annotated[str, Form()] = "",
+    ack_fr: Annotated[str, Form(max_length=2000)] = "",
+    ack_en: Annotated[str, Form(max_length=2000)] = "",
+) -> RedirectResponse:
+    if agent.role not in SETTINGS_ROLES:
+        return _refused("role")
+    chosen = (await request.form()).getlist("member_ids")
+    members = [int(str(value)) for value in chosen if str(value).isdigit()]
+    try:
+        calendar = (
+            {
+                "time_zone": time_zone.strip() or "UTC",
+                "hours": week_from_text(week),
+                "holidays": [day.strip() for day in holidays.split(",") if day.strip()],
+            }
+            if week.strip()
+            else None
+        )
+        data = TeamIn(
+            name=name,
+            strategy=strategy,
+            calendar=calendar,
+            sla_policy_id=int(sla_policy_id) if sla_policy_id.isdigit() else None,
+            acknowledgements={
+                language: text.strip()
+                for language, text in (("fr", ack_fr), ("en", ack_en))
+                if text.strip()
+            },
+            member_ids=members,
+        )
+        async with state.db.transaction() as session:
+            await routing.save_team(session, agent.account_id, data, team_id)
+    except (ValidationError, CalendarError, routing.RoutingError) as error:
+        return _refused(_first_problem(error))
+    await defer_routing()
+    return RedirectResponse("/settings/routing", status_code=303)
+
+
+@pages.post("/settings/routing/policies", response_model=None)
+async def save_policy_page(
+    request: Request,
+    agent: Agent,
+    state: State,
+    name: Annotated[str, Form(max_length=200)],
+    policy_id: Annotated[int | None, Form()] = None,
+) -> RedirectResponse:
+    """Targets in minutes, per priority and clock (an empty field: no target)."""
+    if agent.role not in SETTINGS_ROLES:
+        return _refused("role")
+    form = await request.form()
+    targets: dict[str, dict[str, int]] = {}
+    for priority_name in PRIORITY_NAMES:
+        for clock in CLOCKS:
+            minutes = str(form.get(f"{priority_name}.{clock}", "")).strip()
+            if minutes:
+                if not minutes.isdigit() or int(minutes) == 0:
+                    return _refused(f"{priority_name} {clock}: a whole number of minutes")
+                targets.setdefault(priority_name, {})[clock] = int(minutes) * 60
+    try:
+        data = SlaPolicyIn(name=name, targets=targets)
+        async with state.db.transaction() as session:
+            await routing.save_sla_policy(session, agent.account_id, data, policy_id)
+    except (ValidationError, routing.RoutingError) as error:
+        return _refused(_first_problem(error))
+    await defer_routing()
+    return RedirectResponse("/settings/routing", status_code=303)
+
+
+@pages.post("/settings/routing/agents/{user_id}", response_model=None)
+async def save_agent_page(
+    request: Request,
+    user_id: int,
+    agent: Agent,
+    state: State,
+    presence: Annotated[str, Form()] = "offline",
+) -> RedirectResponse:
+    """An agent's presence (anyone for themselves, supervisors for everyone) and capacity."""
+    if agent.role not in SETTINGS_ROLES and user_id != agent.user_id:
+        return _refused("role")
+    form = await request.form()
+    capacity = {
+        kind: int(str(form.get(f"capacity.{kind}")))
+        for kind in routing.KINDS
+        if str(form.get(f"capacity.{kind}", "")).isdigit()
+    }
+    try:
+        data = AgentIn(
+            presence=presence,
+            capacity=capacity if agent.role in SETTINGS_ROLES else None,
+        )
+        async with state.db.transaction() as session:
+            await routing.save_agent(session, agent.account_id, user_id, data, datetime.now(UTC))
+    except (ValidationError, routing.RoutingError) as error:
+        return _refused(_first_problem(error))
+    await defer_routing()
+    return RedirectResponse("/settings/routing", status_code=303)
+
+
+def _first_problem(error: Exception) -> str:
+    if isinstance(error, ValidationError) and error.errors():
+        first = error.errors()[0]
+        place = ".".join(str(part) for part in first["loc"])
+        return f"{place}: {first['msg']}" if place else str(first["msg"])
+    return str(error)
