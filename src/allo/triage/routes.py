@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Response
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from allo.conversations.models import Message
@@ -19,6 +20,7 @@ from allo.triage.schemas import (
 )
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
+from allo.web.i18n import render
 from allo.web.state import State
 
 router = APIRouter(prefix="/api/v1", tags=["triage"])
@@ -130,3 +132,70 @@ async def correct_page(
     if conversation_id is None:
         return RedirectResponse("/inbox", status_code=303)
     return RedirectResponse(f"/conversations/{conversation_id}#message-{message_id}", 303)
+
+
+INTENT_ROLES = ("admin", "supervisor")
+
+
+@pages.get("/settings/intents", response_class=HTMLResponse)
+async def intents_page(request: Request, agent: Agent, state: State) -> HTMLResponse:
+    """The account's own intents, their examples, and the trained versions."""
+    async with state.db.sessions() as session:
+        labels = await triage.list_intent_labels(session, agent.account_id)
+        versions = await triage.intent_model_versions(session, agent.account_id)
+    context = {
+        "agent": agent,
+        "section": "settings",
+        "labels": labels,
+        "versions": versions,
+        "may_change": agent.role in INTENT_ROLES,
+        "error": request.query_params.get("error"),
+    }
+    return render(request, "intents.html", agent.language, context)
+
+
+@pages.post("/settings/intents", response_model=None)
+async def save_intent_page(
+    agent: Agent,
+    state: State,
+    name: Annotated[str, Form(max_length=80)] = "",
+    description: Annotated[str, Form(max_length=2000)] = "",
+    examples: Annotated[str, Form(max_length=200_000)] = "",
+) -> RedirectResponse:
+    """An intent with its examples, one per line."""
+    if agent.role not in INTENT_ROLES:
+        return RedirectResponse("/settings/intents?error=role", status_code=303)
+    try:
+        data = IntentLabelIn(
+            name=name.strip(),
+            description=description.strip(),
+            examples=[line.strip() for line in examples.splitlines() if line.strip()],
+        )
+    except ValidationError:
+        return RedirectResponse("/settings/intents?error=label", status_code=303)
+    async with state.db.transaction() as session:
+        await triage.save_intent_label(
+            session, agent.account_id, data.name, data.description, data.examples
+        )
+    return RedirectResponse("/settings/intents", status_code=303)
+
+
+@pages.post("/settings/intents/{label_id}/delete", response_model=None)
+async def delete_intent_page(label_id: int, agent: Agent, state: State) -> RedirectResponse:
+    if agent.role in INTENT_ROLES:
+        async with state.db.transaction() as session:
+            await triage.delete_intent_label(session, agent.account_id, label_id)
+    return RedirectResponse("/settings/intents", status_code=303)
+
+
+@pages.post("/settings/intents/train", response_model=None)
+async def train_page(agent: Agent, state: State) -> RedirectResponse:
+    """A new version from the examples and agents' corrections (the previous ones are kept)."""
+    if agent.role not in INTENT_ROLES:
+        return RedirectResponse("/settings/intents?error=role", status_code=303)
+    try:
+        async with state.db.transaction() as session:
+            await triage.train_account_intents(session, agent.account_id)
+    except triage.TriageError:
+        return RedirectResponse("/settings/intents?error=train", status_code=303)
+    return RedirectResponse("/settings/intents", status_code=303)
