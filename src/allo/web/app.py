@@ -19,6 +19,7 @@ from allo import __version__, jobs
 from allo.accounts.routes import pages as account_pages
 from allo.accounts.routes import router as account_routes
 from allo.channels.api import ApiInboundMessage
+from allo.channels.routes import pages as channel_pages
 from allo.channels.routes import router as inbox_routes
 from allo.contacts.routes import pages as contact_pages
 from allo.contacts.routes import router as contact_routes
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contact_pages,
         account_routes,
         account_pages,
+        channel_pages,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
