@@ -330,3 +330,47 @@ async def test_the_composer_counts_as_x_does_and_shows_the_window(
     await page.click("#composer button[type=submit]")
     await expect(page.locator("#composer .alert")).to_be_visible()
     await context.close()
+
+
+UNNAMED_CONTROLS = """
+() => Array.from(document.querySelectorAll('input, select, textarea, button'))
+  .filter((el) => el.type !== 'hidden' && el.offsetParent !== null)
+  .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+    && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map((el) => el.outerHTML.slice(0, 120))
+"""
+
+
+async def test_every_screen_names_its_controls_and_starts_with_a_skip_link(
+    server: str, browser: Browser, db: Database, tenant: Tenant
+) -> None:
+    user_id = await make_agent(db, tenant)
+    async with db.transaction() as session:
+        user = await session.get(User, user_id)
+        assert user is not None
+        user.role = "admin"
+    await push(server, tenant, "m1", "Bonjour, une question", "c1", "Rose Blanc")
+    (conversation,) = await stored(db, 1)
+    context, page = await signed_in(browser, server, "ana@brand.test")
+    screens = [
+        "/inbox?view=all",
+        f"/conversations/{conversation.id}",
+        "/outbox",
+        "/settings/canned-responses",
+        "/settings/routing",
+        "/settings/intents",
+        "/settings/channels",
+        "/settings/account",
+        "/settings/profile",
+    ]
+    for path in screens:
+        await page.goto(path)
+        assert await page.evaluate(UNNAMED_CONTROLS) == [], path
+        assert await page.locator("main#main").count() == 1, path
+        assert await page.locator("h1").count() == 1, path
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate("() => document.activeElement.className")
+        assert focused == "skip", path
+    await page.goto("/settings/routing")
+    await screenshot(page, "settings-routing")
+    await context.close()
