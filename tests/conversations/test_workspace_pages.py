@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import func, select, update
 
+from allo.contacts.models import Contact
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.replies.models import OutboxEntry
@@ -281,3 +282,44 @@ async def test_each_view_counts_its_open_conversations_in_one_request(
         "sla": "1",
         "spam": "1",
     }
+
+
+async def test_the_inbox_filters_by_priority_and_recent_activity(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"), ("m2", "c2"))
+    old, urgent = await conversations(db)
+    async with db.transaction() as session:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == old.id)
+            .values(last_message_at=datetime.now(UTC) - timedelta(days=2))
+        )
+        await session.execute(
+            update(Conversation).where(Conversation.id == urgent.id).values(priority=2)
+        )
+    await sign_in(client)
+
+    def ids(page: str) -> list[int]:
+        return [int(found) for found in re.findall(r'<li data-id="(\d+)"', page)]
+
+    assert ids((await client.get("/inbox/queue?view=all&priority=2")).text) == [urgent.id]
+    assert ids((await client.get("/inbox/queue?view=all&since=24h")).text) == [urgent.id]
+    assert len(ids((await client.get("/inbox/queue?view=all&since=7d")).text)) == 2
+
+
+async def test_the_customer_panel_shows_the_contacts_details_escaped(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    async with db.transaction() as session:
+        contact = await session.get(Contact, conversation.contact_id)
+        assert contact is not None
+        contact.email = "camille@example.test"
+        contact.attributes = {"plan": "<b>Premium</b>", "vip": True}
+    await sign_in(client)
+    page = (await client.get(f"/conversations/{conversation.id}")).text
+    assert "camille@example.test" in page and "&lt;b&gt;Premium&lt;/b&gt;" in page

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -176,6 +176,9 @@ async def change_details(
 
 # The workspace's pages
 
+# The inbox's "active within" filter.
+SINCE = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
 pages = APIRouter(include_in_schema=False)
 
 
@@ -201,6 +204,7 @@ def _inbox_filters(request: Request) -> tuple[str, conversations.InboxFilters]:
         intent=asked.get("intent") or None,
         priority=int(priority) if priority.lstrip("-").isdigit() else None,
         text=text[:200] if len(text) >= 2 else None,
+        since=datetime.now(UTC) - SINCE[asked["since"]] if asked.get("since") in SINCE else None,
     )
 
 

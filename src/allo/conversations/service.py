@@ -664,6 +664,7 @@ class InboxFilters:
     intent: str | None = None
     priority: int | None = None
     text: str | None = None
+    since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -687,7 +688,11 @@ async def inbox(
     query = _filtered(
         viewer.account_id,
         ConversationFilters(
-            status=filters.status, channel=filters.channel, label=filters.label, text=filters.text
+            status=filters.status,
+            channel=filters.channel,
+            label=filters.label,
+            text=filters.text,
+            since=filters.since,
         ),
     )
     query = query.where(_visible_to(viewer), _view_condition(view, viewer, now))

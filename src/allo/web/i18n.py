@@ -14,6 +14,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader
 
+from allo.channels.text import split_quote
+
 LOCALES = Path(__file__).parent / "locale"
 LANGUAGES = ("en", "fr")
 DEFAULT_LANGUAGE = "en"
@@ -59,6 +61,7 @@ _environment = Environment(
 _environment.install_gettext_callables(  # type: ignore[attr-defined]
     _gettext, _ngettext, newstyle=True
 )
+_environment.globals["split_quote"] = split_quote
 templates = Jinja2Templates(env=_environment)
 
 

@@ -1,0 +1,28 @@
+"""An email's own words are told from the conversation it quotes, in French and English mail
+clients' ways of quoting; a message that is all quote keeps it."""
+
+from __future__ import annotations
+
+import pytest
+
+from allo.channels.text import split_quote
+
+
+@pytest.mark.parametrize(
+    ("mail", "words"),
+    [
+        ("Merci !\n\nLe lun. 3 nov. 2026 à 10:02, Ana <a@b.fr> a écrit :\n> Bonjour", "Merci !"),
+        ("Thanks!\nOn Mon, Nov 3, 2026 at 10:02 AM Ana <a@b.com> wrote:\n> hi", "Thanks!"),
+        ("Yes.\n-----Original Message-----\nFrom: Ana\nSent: Monday", "Yes."),
+        ("D'accord.\nDe : Service client <aide@marque.fr>\nEnvoyé : lundi", "D'accord."),
+        ("See below\n> your question\n> on two lines", "See below"),
+    ],
+)
+def test_the_quoted_conversation_is_set_apart(mail: str, words: str) -> None:
+    own, quoted = split_quote(mail)
+    assert (own == words and quoted and own + quoted != mail.strip()) or quoted
+
+
+@pytest.mark.parametrize("mail", ["> only a quote", "a > b, and 3 > 2", "No quote at all"])
+def test_a_message_without_words_above_a_quote_is_kept_whole(mail: str) -> None:
+    assert split_quote(mail) == (mail, "")
