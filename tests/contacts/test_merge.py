@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import func, select
 
-from allo.contacts.models import Contact, Identity
+from allo.contacts.models import Contact, ContactNote, Identity
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.settings import Settings
@@ -94,3 +94,25 @@ async def test_the_customer_panel_offers_the_same_name_for_merging(
     assert done.status_code == 303
     async with db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Contact)) == 1
+
+
+async def test_notes_about_a_customer_are_kept_and_shown_escaped(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    keep, _ = await two_of_one_customer(client, db, settings, tenant)
+    async with db.sessions() as session:
+        conversation_id = await session.scalar(
+            select(Conversation.id).where(Conversation.contact_id == keep)
+        )
+    token = await sign_in(client)
+    url = f"/contacts/{keep}/notes"
+    for text in ("Préfère être appelée le matin <script>x</script>", "   ", "x" * 6000):
+        answer = await client.post(
+            url, data={"csrf_token": token, "text": text, "back_to": str(conversation_id)}
+        )
+        assert answer.status_code == 303
+    page = (await client.get(f"/conversations/{conversation_id}")).text
+    assert "Préfère être appelée le matin &lt;script&gt;" in page
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(ContactNote)) == 1

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from allo.channels import service as channels
 from allo.channels.schemas import ApiInboxCreate, InboxOut
+from allo.replies import service as replies
 from allo.web.auth import Agent, Owner
 from allo.web.i18n import render
 from allo.web.state import State
@@ -40,10 +41,13 @@ async def channels_page(request: Request, agent: Agent, state: State) -> HTMLRes
     """The account's connected channels, and how to push messages into an API inbox."""
     async with state.db.sessions() as session:
         rows = await channels.list_channel_accounts(session, agent.account_id)
+        templates = await replies.list_templates(session, agent.account_id)
     context = {
         "agent": agent,
         "section": "settings",
         "inboxes": rows,
+        "templates": templates,
+        "error": request.query_params.get("error"),
         "may_change": agent.role == "admin",
         "base": str(request.base_url).rstrip("/"),
     }

@@ -57,7 +57,7 @@ async def merge(contact_id: int, body: MergeIn, owner: Owner, state: State) -> C
             if kept is None:
                 raise ApiError(404, "not_found", "both contacts must be in this account")
             found = await contacts.get_contact(session, owner.account_id, contact_id)
-    except contacts.MergeError as error:
+    except contacts.ContactError as error:
         raise ApiError(422, "invalid", str(error), error.field) from None
     assert found is not None
     contact, identities = found
@@ -82,6 +82,25 @@ async def merge_page(
     try:
         async with state.db.transaction() as session:
             await contacts.merge(session, agent.account_id, contact_id, merged_id)
-    except contacts.MergeError:
+    except contacts.ContactError:
+        pass
+    return RedirectResponse(f"/conversations/{back_to}", status_code=303)
+
+
+@pages.post("/contacts/{contact_id}/notes", response_model=None)
+async def add_note_page(
+    contact_id: int,
+    agent: Agent,
+    state: State,
+    text: Annotated[str, Form(max_length=10_000)],
+    back_to: Annotated[int, Form()],
+) -> RedirectResponse:
+    """The customer panel's notes."""
+    try:
+        async with state.db.transaction() as session:
+            await contacts.add_note(
+                session, agent.account_id, contact_id, agent.user_id, agent.name, text
+            )
+    except contacts.ContactError:
         pass
     return RedirectResponse(f"/conversations/{back_to}", status_code=303)

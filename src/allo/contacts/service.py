@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.channels.inbound import Author
-from allo.contacts.models import Contact, Identity
+from allo.contacts.models import Contact, ContactNote, Identity
 from allo.conversations.models import Conversation, Message
 from allo.db.search import contains_pattern
 
@@ -174,7 +174,7 @@ async def get_contact(
     return contact, list(identities.all())
 
 
-class MergeError(ValueError):
+class ContactError(ValueError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(message)
         self.field = field
@@ -187,7 +187,7 @@ async def merge(
     and messages move to the kept one, which keeps its own details and takes the other's
     where it has none; the merged contact is deleted. None when either is not the account's."""
     if keep_id == merged_id:
-        raise MergeError("a contact cannot be merged into itself", "contact_id")
+        raise ContactError("a contact cannot be merged into itself", "contact_id")
     found = await session.scalars(
         select(Contact)
         .where(Contact.account_id == account_id, Contact.id.in_([keep_id, merged_id]))
@@ -239,6 +239,47 @@ async def possible_duplicates(
         select(Contact)
         .where(Contact.account_id == account_id, Contact.id != contact.id, or_(*conditions))
         .order_by(Contact.id)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+MAX_NOTE = 5_000
+
+
+async def add_note(
+    session: AsyncSession,
+    account_id: int,
+    contact_id: int,
+    author_user_id: int | None,
+    author_name: str,
+    body: str,
+) -> ContactNote | None:
+    """A note about the customer, kept across conversations; None when the contact is not
+    the account's."""
+    text = body.strip()
+    if not text or len(text) > MAX_NOTE:
+        raise ContactError(f"1 to {MAX_NOTE:,} characters", "text")
+    contact = await session.get(Contact, contact_id)
+    if contact is None or contact.account_id != account_id:
+        return None
+    note = ContactNote(
+        account_id=account_id,
+        contact_id=contact_id,
+        author_user_id=author_user_id,
+        author_name=author_name,
+        text=text,
+    )
+    session.add(note)
+    await session.flush()
+    return note
+
+
+async def notes_of(session: AsyncSession, contact_id: int, limit: int = 20) -> list[ContactNote]:
+    rows = await session.scalars(
+        select(ContactNote)
+        .where(ContactNote.contact_id == contact_id)
+        .order_by(ContactNote.id.desc())
         .limit(limit)
     )
     return list(rows.all())

@@ -263,6 +263,11 @@ async def conversation_context(
         custom_intents = [
             label.name for label in await triage.list_intent_labels(session, agent.account_id)
         ]
+        templates = (
+            await replies.list_templates(session, agent.account_id)
+            if conversation.channel == "whatsapp"
+            else []
+        )
         teams = await session.execute(
             select(Team.id, Team.name)
             .where(Team.account_id == agent.account_id)
@@ -275,6 +280,8 @@ async def conversation_context(
     )
     return {
         "custom_intents": custom_intents,
+        "templates": [(t, replies.parameters_of(t)) for t in templates],
+        "template_key": new_key(),
         "limit": rules.MAX_LENGTH.get(conversation.channel),
         "window": window,
         "window_ends_at": window_ends_at,
@@ -300,6 +307,7 @@ async def conversation_page(
             session, agent.user_id, conversation_id, datetime.now(UTC)
         )
     context["composer_key"] = new_key()
+    context["template_error"] = request.query_params.get("template_error")
     return render(request, "conversation.html", agent.language, context)
 
 

@@ -851,7 +851,9 @@ async def workspace_view(
     duplicates = (
         await contacts_service.possible_duplicates(session, account_id, contact) if contact else []
     )
+    notes = await contacts_service.notes_of(session, contact.id) if contact else []
     return {
+        "contact_notes": notes,
         "duplicates": duplicates,
         "conversation": conversation,
         "messages": messages,

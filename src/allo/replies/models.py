@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from allo.db.base import Base, Timestamped
@@ -52,6 +54,8 @@ class OutboxEntry(Timestamped, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    """What the sender needs beyond the text: a WhatsApp template and its parameters."""
 
 
 class CannedResponse(Timestamped, Base):
@@ -75,4 +79,20 @@ class CannedResponse(Timestamped, Base):
     shortcut: Mapped[str] = mapped_column(String(50))
     language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class MessageTemplate(Timestamped, Base):
+    """A message the network approved in advance (WhatsApp), the only kind it lets through
+    once the customer's 24-hour window has closed; {{1}}, {{2}}… are its parameters."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (UniqueConstraint("account_id", "channel", "name", "language"),)
+
+    account_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    channel: Mapped[str] = mapped_column(String(20), default="whatsapp", server_default="whatsapp")
+    name: Mapped[str] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(16))
     body: Mapped[str] = mapped_column(Text)

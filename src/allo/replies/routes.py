@@ -24,6 +24,9 @@ from allo.replies.schemas import (
     ReplyIn,
     ReplyOut,
     SuggestionOut,
+    TemplateIn,
+    TemplateMessageIn,
+    TemplateOut,
 )
 from allo.web.auth import Agent, Owner
 from allo.web.errors import ApiError
@@ -74,11 +77,13 @@ async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State)
             ) from None
         if written is None:
             raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
-        result = ReplyOut(
-            message=MessageOut.model_validate(written.message), created=written.created
-        )
+        result = _reply_out(written)
     await defer_routing()
     return result
+
+
+def _reply_out(written: replies.Written) -> ReplyOut:
+    return ReplyOut(message=MessageOut.model_validate(written.message), created=written.created)
 
 
 @router.get(
@@ -323,3 +328,109 @@ async def suggestions_api(conversation_id: int, owner: Owner, state: State) -> l
             raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
         found = await replies.suggestions(session, conversation)
     return [SuggestionOut(**vars(suggestion)) for suggestion in found]
+
+
+@router.get("/message-templates", response_model=list[TemplateOut], summary="WhatsApp templates")
+async def list_templates(owner: Owner, state: State) -> list[TemplateOut]:
+    async with state.db.sessions() as session:
+        rows = await replies.list_templates(session, owner.account_id)
+    return [TemplateOut.model_validate(row) for row in rows]
+
+
+@router.put(
+    "/message-templates",
+    response_model=TemplateOut,
+    summary="Record a WhatsApp template approved by Meta (or change its text)",
+)
+async def save_template(body: TemplateIn, owner: Owner, state: State) -> TemplateOut:
+    try:
+        async with state.db.transaction() as session:
+            template = await replies.save_template(
+                session, owner.account_id, body.name, body.language, body.body
+            )
+            return TemplateOut.model_validate(template)
+    except replies.ReplyError as error:
+        raise ApiError(422, "invalid", str(error), error.field) from None
+
+
+@router.post(
+    "/conversations/{conversation_id}/template-messages",
+    response_model=ReplyOut,
+    status_code=201,
+    summary="Send a WhatsApp template (the only message allowed after the 24-hour window)",
+)
+async def send_template(
+    conversation_id: int, body: TemplateMessageIn, owner: Owner, state: State
+) -> ReplyOut:
+    async with state.db.transaction() as session:
+        user = await session.get(User, owner.user_id) if owner.user_id else None
+        author = replies.Author(owner.user_id, user.name if user else "API")
+        try:
+            written = await replies.write_template(
+                session,
+                owner.account_id,
+                conversation_id,
+                author,
+                body.template_id,
+                body.parameters,
+                body.idempotency_key,
+                datetime.now(UTC),
+            )
+        except replies.ReplyError as error:
+            raise ApiError(422, "invalid", str(error), error.field) from None
+        if written is None:
+            raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
+        result = _reply_out(written)
+    await defer_routing()
+    return result
+
+
+@pages.post("/conversations/{conversation_id}/template", response_model=None)
+async def send_template_page(
+    conversation_id: int,
+    agent: Agent,
+    state: State,
+    template_id: Annotated[int, Form()],
+    parameters: Annotated[str, Form(max_length=5_000)] = "",
+    key: Annotated[str, Form(max_length=200)] = "",
+) -> RedirectResponse:
+    """The composer's "Send a template", parameters one per line."""
+    values = [line for line in parameters.splitlines() if line.strip()]
+    problem = ""
+    try:
+        async with state.db.transaction() as session:
+            await replies.write_template(
+                session,
+                agent.account_id,
+                conversation_id,
+                replies.Author(agent.user_id, agent.name, agent.role),
+                template_id,
+                values,
+                key,
+                datetime.now(UTC),
+            )
+    except replies.ReplyError as error:
+        problem = f"?template_error={error.field}"
+    else:
+        await defer_routing()
+    return RedirectResponse(f"/conversations/{conversation_id}{problem}#composer", 303)
+
+
+@pages.post("/settings/templates", response_model=None)
+async def save_template_page(
+    agent: Agent,
+    state: State,
+    name: Annotated[str, Form(max_length=512)] = "",
+    language: Annotated[str, Form(max_length=16)] = "",
+    body: Annotated[str, Form(max_length=2_000)] = "",
+) -> RedirectResponse:
+    if agent.role != "admin":
+        return RedirectResponse("/settings/channels?error=role", status_code=303)
+    try:
+        async with state.db.transaction() as session:
+            await replies.save_template(
+                session, agent.account_id, name.strip(), language.strip(), body
+            )
+    except replies.ReplyError as error:
+        return RedirectResponse(f"/settings/channels?error={error.field}", status_code=303)
+    return RedirectResponse("/settings/channels", status_code=303)

@@ -73,3 +73,22 @@ class SuggestionOut(BaseModel):
     text: str
     score: float = Field(description="Trigram similarity of the two customer messages, 0 to 1")
     from_conversation_id: int
+
+
+class TemplateIn(BaseModel):
+    name: str = Field(min_length=1, max_length=512, examples=["order_update"])
+    language: str = Field(min_length=2, max_length=16, examples=["fr"])
+    body: str = Field(min_length=1, max_length=1_024, examples=["Bonjour {{1}}, votre commande…"])
+
+
+class TemplateOut(TemplateIn):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    channel: str
+
+
+class TemplateMessageIn(BaseModel):
+    template_id: int
+    parameters: list[str] = Field(default_factory=list, max_length=20)
+    idempotency_key: str = Field(min_length=1, max_length=200)

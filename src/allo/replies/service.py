@@ -7,6 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +16,7 @@ from allo import events
 from allo.accounts.models import Account, User
 from allo.conversations.models import Conversation, Message
 from allo.replies import rules
-from allo.replies.models import CannedResponse, OutboxEntry
+from allo.replies.models import CannedResponse, MessageTemplate, OutboxEntry
 from allo.routing.models import Notification
 from allo.triage.pii import pii_kinds
 
@@ -276,6 +277,7 @@ async def _queue(
     key: str,
     now: datetime,
     held: bool = False,
+    payload: dict[str, Any] | None = None,
 ) -> None:
     session.add(
         OutboxEntry(
@@ -286,6 +288,7 @@ async def _queue(
             idempotency_key=key,
             next_attempt_at=now,
             status="held" if held else "queued",
+            payload=payload or {},
         )
     )
     await session.flush()
@@ -543,3 +546,109 @@ async def suggestions(
         if reply not in {s.text for s in found}:
             found.append(Suggestion(reply, round(float(score), 2), conversation_id))
     return found[:limit]
+
+
+# WhatsApp templates
+
+TEMPLATE_NAME = re.compile(r"[a-z0-9_]{1,512}")
+TEMPLATE_LANGUAGE = re.compile(r"[a-z]{2,3}(?:_[A-Z]{2})?")
+TEMPLATE_PARAMETER = re.compile(r"\{\{(\d+)\}\}")
+MAX_TEMPLATE = 1_024
+
+
+async def save_template(
+    session: AsyncSession, account_id: int, name: str, language: str, body: str
+) -> MessageTemplate:
+    """A WhatsApp template as approved by Meta (its name, language and text with {{1}}…),
+    so agents can write once a customer's 24-hour window has closed."""
+    if not TEMPLATE_NAME.fullmatch(name):
+        raise ReplyError("lowercase letters, digits and _, as Meta names it", "name")
+    if not TEMPLATE_LANGUAGE.fullmatch(language):
+        raise ReplyError("a language code such as fr, en or en_US", "language")
+    numbers = [int(found) for found in TEMPLATE_PARAMETER.findall(body)]
+    if not body.strip() or len(body) > MAX_TEMPLATE:
+        raise ReplyError(f"1 to {MAX_TEMPLATE:,} characters", "body")
+    if sorted(set(numbers)) != list(range(1, len(set(numbers)) + 1)):
+        raise ReplyError("parameters are numbered {{1}}, {{2}}… without gaps", "body")
+    found = await session.scalar(
+        select(MessageTemplate).where(
+            MessageTemplate.account_id == account_id,
+            MessageTemplate.channel == "whatsapp",
+            MessageTemplate.name == name,
+            MessageTemplate.language == language,
+        )
+    )
+    template = found or MessageTemplate(
+        account_id=account_id, channel="whatsapp", name=name, language=language
+    )
+    template.body = body.strip()
+    session.add(template)
+    await session.flush()
+    return template
+
+
+async def list_templates(session: AsyncSession, account_id: int) -> list[MessageTemplate]:
+    rows = await session.scalars(
+        select(MessageTemplate)
+        .where(MessageTemplate.account_id == account_id)
+        .order_by(MessageTemplate.name, MessageTemplate.language)
+    )
+    return list(rows.all())
+
+
+def parameters_of(template: MessageTemplate) -> int:
+    return len(set(TEMPLATE_PARAMETER.findall(template.body)))
+
+
+async def write_template(
+    session: AsyncSession,
+    account_id: int,
+    conversation_id: int,
+    author: Author,
+    template_id: int,
+    parameters: list[str],
+    key: str,
+    now: datetime,
+) -> Written | None:
+    """A WhatsApp template message, the one kind WhatsApp lets through at any time: queued
+    with the template's name, language and parameters for the sender (`outbox.payload`)."""
+    if not key or len(key) > 200:
+        raise ReplyError("an idempotency key of 1 to 200 characters", "key")
+    conversation = await session.get(Conversation, conversation_id, with_for_update=True)
+    if conversation is None or conversation.account_id != account_id:
+        return None
+    before = await session.scalar(
+        select(Message).where(Message.account_id == account_id, Message.idempotency_key == key)
+    )
+    if before is not None:
+        return Written(before, created=False)
+    template = await session.get(MessageTemplate, template_id)
+    if template is None or template.account_id != account_id:
+        raise ReplyError("no such template in this account", "template")
+    if conversation.channel != template.channel:
+        raise ReplyError(f"templates are for {template.channel} conversations", "template")
+    values = [value.strip() for value in parameters]
+    if len(values) != parameters_of(template) or not all(values):
+        raise ReplyError(f"{parameters_of(template)} parameter(s), none empty", "parameters")
+    text = TEMPLATE_PARAMETER.sub(lambda found: values[int(found.group(1)) - 1], template.body)
+    message = Message(
+        account_id=account_id,
+        conversation_id=conversation_id,
+        channel_account_id=conversation.channel_account_id,
+        direction="out",
+        visibility="private",
+        text=text,
+        author_user_id=author.user_id,
+        author_name=author.name,
+        sent_at=now,
+        received_at=now,
+        delivery_status="queued",
+        idempotency_key=key,
+    )
+    session.add(message)
+    await session.flush()
+    sent = {"name": template.name, "language": template.language, "parameters": values}
+    await _queue(session, conversation, message, key, now, payload={"template": sent})
+    _answered(conversation, author, now)
+    await events.announce(session, account_id, "message", [conversation_id])
+    return Written(message, created=True)

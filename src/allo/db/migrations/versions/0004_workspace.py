@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0004"
 down_revision = "0003"
@@ -58,6 +59,12 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column(
+            "payload",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="{}",
+            nullable=False,
+        ),
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column(
             "created_at",
@@ -173,6 +180,70 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_password_resets_user_id"), "password_resets", ["user_id"], unique=False
     )
+    op.create_table(
+        "message_templates",
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("channel", sa.String(length=20), server_default="whatsapp", nullable=False),
+        sa.Column("name", sa.String(length=512), nullable=False),
+        sa.Column("language", sa.String(length=16), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_message_templates_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_message_templates")),
+        sa.UniqueConstraint(
+            "account_id",
+            "channel",
+            "name",
+            "language",
+            name=op.f("uq_message_templates_account_id_channel_name_language"),
+        ),
+    )
+    op.create_table(
+        "contact_notes",
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.Column("contact_id", sa.BigInteger(), nullable=False),
+        sa.Column("author_user_id", sa.BigInteger(), nullable=True),
+        sa.Column("author_name", sa.String(length=200), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+            name=op.f("fk_contact_notes_account_id_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["author_user_id"],
+            ["users.id"],
+            name=op.f("fk_contact_notes_author_user_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_contact_notes_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_contact_notes")),
+    )
+    op.create_index("ix_contact_notes_contact", "contact_notes", ["contact_id", "id"], unique=False)
     op.create_index("ix_outbox_account", "outbox", ["account_id", "id"], unique=False)
     op.create_index(
         "ix_outbox_queued",
@@ -188,6 +259,9 @@ def downgrade() -> None:
         "ix_outbox_queued", table_name="outbox", postgresql_where=sa.text("status = 'queued'")
     )
     op.drop_index("ix_outbox_account", table_name="outbox")
+    op.drop_index("ix_contact_notes_contact", table_name="contact_notes")
+    op.drop_table("contact_notes")
+    op.drop_table("message_templates")
     op.drop_index("uq_canned_responses_shortcut", table_name="canned_responses")
     op.drop_table("canned_responses")
     op.drop_table("outbox")
