@@ -52,14 +52,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(database_url: str, data_dir: Path) -> Iterator[str]:
     """`allo serve` (HTTP and job worker) on the test database."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ALLO_")}
     env |= {
         "ALLO_DATABASE_URL": database_url,
-        "ALLO_DATA_DIR": str(tmp_path_factory.mktemp("serve")),
+        "ALLO_DATA_DIR": str(data_dir),
         "ALLO_LOG_LEVEL": "WARNING",
         "ALLO_TRIAGE_EMBEDDINGS": "false",
     }
@@ -83,6 +83,12 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             process.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with serving(database_url, tmp_path_factory.mktemp("serve")) as base:
+        yield base
 
 
 @pytest.fixture
@@ -373,4 +379,20 @@ async def test_every_screen_names_its_controls_and_starts_with_a_skip_link(
         assert focused == "skip", path
     await page.goto("/settings/routing")
     await screenshot(page, "settings-routing")
+    await context.close()
+
+
+async def test_a_message_taken_by_another_allo_serve_appears_live(
+    server: str,
+    browser: Browser,
+    db: Database,
+    tenant: Tenant,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    await make_agent(db, tenant)
+    context, page = await signed_in(browser, server, "ana@brand.test")
+    with serving(database_url, tmp_path) as other:
+        await push(other, tenant, "m1", "Arrivé par l'autre serveur", "c1", "Yann Morel")
+        await expect(page.locator("#queue")).to_contain_text("Yann Morel", timeout=LIVE_WITHIN_MS)
     await context.close()
