@@ -40,15 +40,49 @@ def html_to_text(value: str) -> str:
 # first line of a block of "> " lines.
 QUOTE_START = re.compile(
     r"^(?:On .{0,300}wrote:\s*$|Le .{0,300}a écrit\s?:\s*$|-{2,}\s*(?:Original Message|Message "
-    r"d'origine)\s*-{2,}\s*$|(?:From|De)\s?: .+$|>)",
+    r"d'origine)\s*-{2,}\s*$|(?:From|De)\s?: .+$|-- ?$|>)",
     re.IGNORECASE | re.MULTILINE,
 )
 
 
 def split_quote(value: str) -> tuple[str, str]:
-    """An email's own words and the quoted conversation below them (shown collapsed). A message
+    """An email's own words and what it quotes (the earlier conversation, a signature), shown
+    collapsed. Answers above the quote and below it (bottom-posting) are both found; a message
     that is all quote keeps it as its words."""
     found = QUOTE_START.search(value)
-    if found is None or not value[: found.start()].strip():
+    if found is None:
         return value, ""
-    return value[: found.start()].rstrip(), value[found.start() :]
+    if not value[: found.start()].strip():
+        return _bottom_posted(value)
+    start = found.start()
+    if value.startswith(">", start):
+        start = _attribution_start(value, start)
+    own = value[:start].strip()
+    return (own, value[start:]) if own else (value, "")
+
+
+def _bottom_posted(value: str) -> tuple[str, str]:
+    """A reply written below the quote it answers: the attribution and "> " lines come first."""
+    lines = value.split("\n")
+    end = 0
+    while end < len(lines) and (
+        lines[end].startswith(">") or not lines[end].strip() or QUOTE_START.match(lines[end])
+    ):
+        end += 1
+    own = "\n".join(lines[end:]).strip()
+    return (own, "\n".join(lines[:end])) if own and end else (value, "")
+
+
+def _attribution_start(value: str, quote: int) -> int:
+    """Where the lines introducing a "> " block begin, in any language: lines just above it
+    that end with ":" or name an address ("… <bob@example.com> написал:")."""
+    lines = value[:quote].rstrip("\n").split("\n")
+    kept = len(lines)
+    while kept > 1:
+        line = lines[kept - 1].strip()
+        if not line or not (line.endswith(":") or "@" in line or line.endswith("<")):
+            break
+        kept -= 1
+    if kept == len(lines):
+        return quote
+    return len("\n".join(lines[:kept])) + 1
