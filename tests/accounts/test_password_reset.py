@@ -150,3 +150,18 @@ async def test_an_smtp_server_that_is_down_loses_no_answer(
     await make_agent(db, tenant)
     answer = await client.post("/password/forgot", data={"email": "ana@brand.test"})
     assert answer.status_code == 200  # no SMTP configured: logged, the page is the same
+
+
+async def test_the_link_points_at_allo_whatever_host_the_request_named(
+    mailing_client: httpx.AsyncClient, db: Database, tenant: Tenant, mailbox: tuple[Mailbox, int]
+) -> None:
+    box, _ = mailbox
+    await make_agent(db, tenant)
+    await mailing_client.post(
+        "/password/forgot", data={"email": "ana@brand.test"}, headers={"Host": "evil.example"}
+    )
+    (mail,) = box.received
+    body = mail.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    assert "https://allo.example/password/reset?token=" in body.decode()
+    assert "evil.example" not in body.decode()

@@ -100,7 +100,7 @@ async def test_notes_about_a_customer_are_kept_and_shown_escaped(
     client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
 ) -> None:
     await make_agent(db, tenant)
-    keep, _ = await two_of_one_customer(client, db, settings, tenant)
+    keep, merged = await two_of_one_customer(client, db, settings, tenant)
     async with db.sessions() as session:
         conversation_id = await session.scalar(
             select(Conversation.id).where(Conversation.contact_id == keep)
@@ -116,3 +116,10 @@ async def test_notes_about_a_customer_are_kept_and_shown_escaped(
     assert "Préfère être appelée le matin &lt;script&gt;" in page
     async with db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(ContactNote)) == 1
+    # Merged into the other contact, the note follows the customer.
+    other = await client.post(
+        f"/api/v1/contacts/{merged}/merge", json={"contact_id": keep}, headers=auth(tenant.token)
+    )
+    assert other.status_code == 200
+    async with db.sessions() as session:
+        assert set(await session.scalars(select(ContactNote.contact_id))) == {merged}

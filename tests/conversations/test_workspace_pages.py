@@ -13,6 +13,8 @@ from allo.contacts.models import Contact
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.replies.models import OutboxEntry
+from allo.routing import service as routing
+from allo.routing.schemas import TeamIn
 from allo.settings import Settings
 from tests.conftest import Tenant, auth, process
 from tests.routing.conftest import arrive, conversations, push
@@ -323,3 +325,47 @@ async def test_the_customer_panel_shows_the_contacts_details_escaped(
     await sign_in(client)
     page = (await client.get(f"/conversations/{conversation.id}")).text
     assert "camille@example.test" in page and "&lt;b&gt;Premium&lt;/b&gt;" in page
+
+
+async def test_an_agent_cannot_open_or_answer_another_teams_conversation(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    (conversation,) = await conversations(db)
+    async with db.transaction() as session:
+        team, _ = await routing.save_team(session, tenant.account_id, TeamIn(name="VIP desk"))
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation.id).values(team_id=team.id)
+        )
+    token = await sign_in(client)
+    assert (await client.get(f"/conversations/{conversation.id}")).status_code == 404
+    answer = await client.post(
+        f"/conversations/{conversation.id}/replies",
+        data={"csrf_token": token, "body": "Bonjour", "kind": "reply", "key": "k1"},
+    )
+    assert answer.status_code == 404
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxEntry)) == 0
+
+
+async def test_correcting_spam_sends_the_conversation_back_to_routing(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    await arrive(client, db, settings, tenant, ("m1", "c1"))
+    async with db.transaction() as session:
+        await session.execute(
+            update(Message).values(
+                triage={"spam": True, "intents": ["spam"]}, triaged_at=datetime.now(UTC)
+            )
+        )
+        await session.execute(update(Conversation).values(routed_at=datetime.now(UTC)))
+        message_id = await session.scalar(select(Message.id))
+    token = await sign_in(client)
+    await client.post(
+        f"/messages/{message_id}/corrections",
+        data={"csrf_token": token, "correction": "spam:false"},
+    )
+    (conversation,) = await conversations(db)
+    assert conversation.routed_at is None

@@ -3,15 +3,15 @@ the outbox, not answering the customer until approved, never sent if rejected.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from allo.accounts import service as accounts
 from allo.accounts.models import User
-from allo.conversations.models import Conversation
+from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.replies import service as replies
 from allo.replies.models import OutboxEntry
@@ -126,3 +126,39 @@ async def test_only_admins_change_the_account_and_bad_settings_are_refused(
     )
     assert refused.headers["location"].endswith("error=role")
     assert (await client.get(url, headers=auth(tenant.token))).json()["name"] == "Brand"
+
+
+async def test_a_held_reply_does_not_stop_a_colleagues_answer_nor_goes_out_too_late(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    post = await public_post(client, db, settings, tenant)
+    await require_approval(db, tenant)
+    ana = replies.Author(await make_agent(db, tenant), "Ana", "agent")
+    async with db.sessions() as session:
+        seen = await session.scalar(select(func.max(Message.id)))
+    await write(db, tenant, post.id, "k1", author=ana)
+    lead = replies.Author(await make_agent(db, tenant, "lea@brand.test"), "Lea", "supervisor")
+    answered = await write(db, tenant, post.id, "k2", author=lead, seen=seen)
+    assert answered is not None and answered.created  # the held reply reached nobody
+    held = await session_entry(db, "held")
+    # Held long enough for the network's rules to refuse it now (a private WhatsApp message
+    # after the customer's 24 hours): approving it does not queue it.
+    async with db.transaction() as session:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == post.id)
+            .values(channel="whatsapp", last_inbound_at=datetime.now(UTC) - timedelta(days=2))
+        )
+        await session.execute(
+            update(Message).where(Message.id == held.message_id).values(visibility="private")
+        )
+    with pytest.raises(replies.ApprovalError):
+        async with db.transaction() as session:
+            await replies.decide(session, tenant.account_id, held.id, lead, True, now())
+
+
+async def session_entry(db: Database, status: str) -> OutboxEntry:
+    async with db.sessions() as session:
+        found = await session.scalar(select(OutboxEntry).where(OutboxEntry.status == status))
+    assert found is not None
+    return found

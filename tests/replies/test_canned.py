@@ -8,6 +8,7 @@ import re
 import httpx
 import pytest
 
+from allo.accounts import service as accounts
 from allo.db.engine import Database
 from allo.replies import service as replies
 from allo.settings import Settings
@@ -110,3 +111,17 @@ async def test_the_composer_offers_them_filled_in_and_only_supervisors_change_th
     assert refused.headers["location"].endswith("error=role")
     listing = (await client.get("/settings/canned-responses")).text
     assert re.search(r"<code>bye</code>", listing) is None
+
+
+async def test_an_agents_token_cannot_change_canned_responses(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    agent_id = await make_agent(db, tenant)
+    async with db.transaction() as session:
+        token = await accounts.create_api_token(session, tenant.account_id, "ana", agent_id)
+    refused = await client.put(
+        "/api/v1/canned-responses",
+        json={"shortcut": "x", "title": "X", "body": "Hello"},
+        headers=auth(token),
+    )
+    assert refused.status_code == 403

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from allo.conversations.models import Conversation
 from allo.db.engine import Database
 from allo.replies import rules
 from allo.replies import service as replies
+from allo.replies.models import OutboxEntry
 from allo.settings import Settings
 from tests.conftest import Tenant
 from tests.replies.test_replies import write
@@ -69,13 +70,17 @@ def test_a_public_comment_has_no_window() -> None:
 
 
 async def as_channel(
-    db: Database, conversation: Conversation, channel: str, ago: timedelta
+    db: Database,
+    conversation: Conversation,
+    channel: str,
+    ago: timedelta,
+    visibility: str = "private",
 ) -> None:
     async with db.transaction() as session:
         await session.execute(
             update(Conversation)
             .where(Conversation.id == conversation.id)
-            .values(channel=channel, last_inbound_at=datetime.now(UTC) - ago)
+            .values(channel=channel, visibility=visibility, last_inbound_at=datetime.now(UTC) - ago)
         )
 
 
@@ -94,8 +99,16 @@ async def test_replies_outside_a_window_or_over_the_length_are_refused(
     await as_channel(db, conversation, "messenger", timedelta(days=3))
     tagged = await write(db, tenant, conversation.id, "k3")
     assert tagged is not None and tagged.created
+    async with db.sessions() as session:
+        entry = await session.scalar(
+            select(OutboxEntry).where(OutboxEntry.message_id == tagged.message.id)
+        )
+    assert entry is not None and entry.payload == {"tag": "HUMAN_AGENT"}
 
     await as_channel(db, conversation, "x", timedelta(minutes=5))
+    direct = await write(db, tenant, conversation.id, "k4", body="a" * 281)
+    assert direct is not None  # an X direct message may be longer than a post
+    await as_channel(db, conversation, "x", timedelta(minutes=5), visibility="public")
     with pytest.raises(replies.ReplyError) as long:
-        await write(db, tenant, conversation.id, "k4", body="a" * 281)
+        await write(db, tenant, conversation.id, "k5", body="a" * 281)
     assert long.value.field == "body"

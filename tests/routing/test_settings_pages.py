@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from allo.accounts.models import User
 from allo.db.engine import Database
+from allo.routing import service as routing
 from allo.routing.calendars import CalendarError, week_from_text, week_to_text
 from allo.routing.models import Agent, SlaPolicy, Team
+from allo.routing.schemas import SlaPolicyIn, TeamIn
 from tests.conftest import Tenant
 from tests.web.test_sessions import make_agent, sign_in
 
@@ -150,3 +152,54 @@ async def test_an_agent_sets_only_their_own_presence(
     async with db.sessions() as session:
         agent = await session.get(Agent, me)
     assert agent is not None and agent.presence == "away" and agent.capacity == {}
+
+
+async def test_saving_from_the_page_keeps_what_the_page_does_not_show(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    await supervisor(db, tenant)
+    async with db.transaction() as session:
+        policy = await routing.save_sla_policy(
+            session,
+            tenant.account_id,
+            SlaPolicyIn(
+                name="Full",
+                targets={"high": {"first_response": 600}, "normal": {"first_response": 3600}},
+                channel_targets={"x": {"normal": {"first_response": 1800}}},
+            ),
+        )
+        team, _ = await routing.save_team(
+            session,
+            tenant.account_id,
+            TeamIn(
+                name="Support",
+                inbox_ids=[tenant.inbox_id],
+                languages=["fr"],
+                unassign_grace_seconds=120,
+                acknowledgements={"de": "Wir antworten bald", "fr": "Bientôt"},
+            ),
+        )
+    token = await sign_in(client)
+    await client.post(
+        "/settings/routing/teams",
+        data={"csrf_token": token, "team_id": str(team.id), "name": "Support FR", "ack_fr": ""},
+    )
+    await client.post(
+        "/settings/routing/policies",
+        data={
+            "csrf_token": token,
+            "policy_id": str(policy.id),
+            "name": "Full",
+            "normal.first_response": "30",
+        },
+    )
+    async with db.sessions() as session:
+        kept = await session.get(Team, team.id)
+        changed = await session.get(SlaPolicy, policy.id)
+    assert kept is not None and kept.name == "Support FR"
+    assert kept.inbox_ids == [tenant.inbox_id] and kept.languages == ["fr"]
+    assert kept.unassign_grace_seconds == 120
+    assert kept.acknowledgements == {"de": "Wir antworten bald"}
+    assert changed is not None
+    assert changed.targets == {"high": {"first_response": 600}, "normal": {"first_response": 1800}}
+    assert changed.channel_targets == {"x": {"normal": {"first_response": 1800}}}

@@ -83,3 +83,14 @@ async def test_an_unreadable_notification_is_ignored(db: Database, listening: Re
             )
             await events.announce(session, 1, "message", [5])
         assert (await asyncio.wait_for(mine.get(), 5))["conversations"] == [5]
+
+
+async def test_a_stream_ends_when_its_session_does() -> None:
+    queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+    signed_in = [True, False]
+
+    async def still_signed_in() -> bool:
+        return signed_in.pop(0)
+
+    chunks = [chunk async for chunk in realtime.event_stream(queue, 0.01, still_signed_in)]
+    assert chunks == ["retry: 2000\n\n", ": keepalive\n\n"]

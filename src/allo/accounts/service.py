@@ -185,6 +185,17 @@ async def web_session_of(
     )
 
 
+async def session_is_live(session: AsyncSession, session_id: int, now: datetime) -> bool:
+    found = await session.scalar(
+        select(WebSession.id).where(
+            WebSession.id == session_id,
+            WebSession.ended_at.is_(None),
+            WebSession.expires_at > now,
+        )
+    )
+    return found is not None
+
+
 async def end_web_session(session: AsyncSession, session_id: int, now: datetime) -> None:
     await session.execute(
         update(WebSession).where(WebSession.id == session_id).values(ended_at=now)

@@ -218,6 +218,11 @@ async def merge(
         .where(Message.account_id == account_id, Message.author_contact_id == merged_id)
         .values(author_contact_id=keep_id)
     )
+    await session.execute(
+        update(ContactNote)
+        .where(ContactNote.account_id == account_id, ContactNote.contact_id == merged_id)
+        .values(moved)
+    )
     await session.delete(merged)
     await session.flush()
     return keep

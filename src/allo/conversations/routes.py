@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
@@ -202,7 +203,7 @@ def _inbox_filters(request: Request) -> tuple[str, conversations.InboxFilters]:
         language=asked.get("language") or None,
         sentiment=asked.get("sentiment") or None,
         intent=asked.get("intent") or None,
-        priority=int(priority) if priority.lstrip("-").isdigit() else None,
+        priority=int(priority) if re.fullmatch(r"-?[0-2]", priority) else None,
         text=text[:200] if len(text) >= 2 else None,
         since=datetime.now(UTC) - SINCE[asked["since"]] if asked.get("since") in SINCE else None,
     )
@@ -250,11 +251,24 @@ async def inbox_views(request: Request, agent: Agent, state: State) -> HTMLRespo
     return render(request, "_views.html", agent.language, context)
 
 
+async def may_open(conversation_id: int, agent: Agent, state: State) -> int:
+    """For the conversation's actions: the id, if the signed-in person may see it, else 404."""
+    async with state.db.sessions() as session:
+        if not await conversations.visible(session, viewer_of(agent), conversation_id):
+            raise ApiError(404, "not_found", f"no conversation {conversation_id} for you")
+    return conversation_id
+
+
+Openable = Annotated[int, Depends(may_open)]
+
+
 async def conversation_context(
     state: AppState, agent: SignedIn, conversation_id: int
 ) -> dict[str, Any] | None:
-    """Everything the conversation page shows; None when it is not the account's."""
+    """Everything the conversation page shows; None when this person may not see it."""
     async with state.db.sessions() as session:
+        if not await conversations.visible(session, viewer_of(agent), conversation_id):
+            return None
         found = await conversations.workspace_view(session, agent.account_id, conversation_id)
         if found is None:
             return None
@@ -282,7 +296,7 @@ async def conversation_context(
         "custom_intents": custom_intents,
         "templates": [(t, replies.parameters_of(t)) for t in templates],
         "template_key": new_key(),
-        "limit": rules.MAX_LENGTH.get(conversation.channel),
+        "limit": rules.limit_of(conversation.channel, conversation.visibility),
         "window": window,
         "window_ends_at": window_ends_at,
         "teams": [(team_id, name) for team_id, name in teams],
@@ -325,7 +339,7 @@ async def conversation_thread(
 @pages.post("/conversations/{conversation_id}/status", response_model=None)
 async def change_status_page(
     request: Request,
-    conversation_id: int,
+    conversation_id: Openable,
     agent: Agent,
     state: State,
     status: Annotated[str, Form()],
@@ -355,7 +369,7 @@ async def change_status_page(
 
 @pages.post("/conversations/{conversation_id}/presence", status_code=204)
 async def presence(
-    conversation_id: int, agent: Agent, state: State, now: Annotated[str, Form()] = "viewing"
+    conversation_id: Openable, agent: Agent, state: State, now: Annotated[str, Form()] = "viewing"
 ) -> Response:
     """The conversation page says who is on it (`viewing`, `typing`, `left`); the others on
     it see that live (collision detection)."""
@@ -373,7 +387,7 @@ async def presence(
 @pages.post("/conversations/{conversation_id}/details", response_model=None)
 async def change_details_page(
     request: Request,
-    conversation_id: int,
+    conversation_id: Openable,
     agent: Agent,
     state: State,
     labels: Annotated[str, Form(max_length=2000)] = "",

@@ -699,7 +699,11 @@ async def inbox(
     query = _by_triage(query, filters)
     latest = (
         select(Message.text)
-        .where(Message.conversation_id == Conversation.id, Message.visibility != "note")
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.visibility != "note",
+            Message.delivery_status != "failed",
+        )
         .order_by(Message.sent_at.desc(), Message.id.desc())
         .limit(1)
         .scalar_subquery()
@@ -754,6 +758,19 @@ def _visible_to(viewer: Viewer) -> ColumnElement[bool]:
         Conversation.team_id.is_(None),
         Conversation.assignee_id == viewer.user_id,
     )
+
+
+async def visible(session: AsyncSession, viewer: Viewer, conversation_id: int) -> bool:
+    """Whether this person may open the conversation (the account's, and for an agent one of
+    their teams', one without a team, or their own)."""
+    found = await session.scalar(
+        select(Conversation.id).where(
+            Conversation.id == conversation_id,
+            Conversation.account_id == viewer.account_id,
+            _visible_to(viewer),
+        )
+    )
+    return found is not None
 
 
 async def view_counts(session: AsyncSession, viewer: Viewer, now: datetime) -> dict[str, int]:

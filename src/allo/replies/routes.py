@@ -7,11 +7,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.accounts.models import User
+from allo.accounts.service import TokenOwner
 from allo.conversations import service as conversations
 from allo.conversations.models import Message
-from allo.conversations.routes import conversation_context
+from allo.conversations.routes import Openable, conversation_context
 from allo.conversations.schemas import MessageOut
 from allo.jobs import defer_routing
 from allo.replies import service as replies
@@ -139,7 +141,7 @@ async def decide(entry_id: int, decision: Decision, owner: Owner, state: State) 
 @pages.post("/conversations/{conversation_id}/replies", response_model=None)
 async def reply_page(
     request: Request,
-    conversation_id: int,
+    conversation_id: Openable,
     agent: Agent,
     state: State,
     body: Annotated[str, Form(max_length=replies.MAX_TEXT + 1000)] = "",
@@ -237,6 +239,7 @@ async def list_canned(owner: Owner, state: State, language: str | None = None) -
 async def save_canned(body: CannedIn, owner: Owner, state: State) -> CannedOut:
     try:
         async with state.db.transaction() as session:
+            await _require_role(session, owner, SETTINGS_ROLES)
             canned = await replies.save_canned(
                 session, owner.account_id, body.shortcut, body.title, body.body, body.language
             )
@@ -248,12 +251,21 @@ async def save_canned(body: CannedIn, owner: Owner, state: State) -> CannedOut:
 @router.delete("/canned-responses/{canned_id}", status_code=204, summary="Delete one")
 async def delete_canned(canned_id: int, owner: Owner, state: State) -> Response:
     async with state.db.transaction() as session:
+        await _require_role(session, owner, SETTINGS_ROLES)
         if not await replies.delete_canned(session, owner.account_id, canned_id):
             raise ApiError(404, "not_found", f"no canned response {canned_id} in this account")
     return Response(status_code=204)
 
 
 SETTINGS_ROLES = ("admin", "supervisor")
+
+
+async def _require_role(session: AsyncSession, owner: TokenOwner, roles: tuple[str, ...]) -> None:
+    """A token of a person acts with that person's role; an account-wide token is the
+    integration the admin made it for."""
+    user = await session.get(User, owner.user_id) if owner.user_id else None
+    if user is not None and user.role not in roles:
+        raise ApiError(403, "forbidden", f"only {' and '.join(roles)}s may change this")
 
 
 @pages.get("/settings/canned-responses", response_class=HTMLResponse)
@@ -303,7 +315,7 @@ async def delete_canned_page(canned_id: int, agent: Agent, state: State) -> Resp
 
 @pages.get("/conversations/{conversation_id}/suggestions", response_class=HTMLResponse)
 async def suggestions_page(
-    request: Request, conversation_id: int, agent: Agent, state: State
+    request: Request, conversation_id: Openable, agent: Agent, state: State
 ) -> HTMLResponse:
     """Suggested replies, loaded after the conversation page so they never slow it down."""
     async with state.db.sessions() as session:
@@ -345,6 +357,7 @@ async def list_templates(owner: Owner, state: State) -> list[TemplateOut]:
 async def save_template(body: TemplateIn, owner: Owner, state: State) -> TemplateOut:
     try:
         async with state.db.transaction() as session:
+            await _require_role(session, owner, ("admin",))
             template = await replies.save_template(
                 session, owner.account_id, body.name, body.language, body.body
             )
@@ -387,7 +400,7 @@ async def send_template(
 
 @pages.post("/conversations/{conversation_id}/template", response_model=None)
 async def send_template_page(
-    conversation_id: int,
+    conversation_id: Openable,
     agent: Agent,
     state: State,
     template_id: Annotated[int, Form()],

@@ -12,7 +12,7 @@ from twitter_text import parse_tweet
 
 STANDARD_WINDOW = timedelta(hours=24)
 HUMAN_AGENT_WINDOW = timedelta(days=7)
-# Characters a message may hold, per network (X: weighted, the others: plain).
+# Characters a message may hold, per network (X posts: weighted, the others: plain).
 MAX_LENGTH = {
     "x": 280,
     "messenger": 2_000,
@@ -20,6 +20,8 @@ MAX_LENGTH = {
     "whatsapp": 4_096,
     "facebook": 8_000,
 }
+# A private message where the network allows more than in public (X direct messages).
+MAX_PRIVATE_LENGTH = {"x": 10_000}
 WINDOWED = ("whatsapp", "messenger", "instagram")
 
 
@@ -34,10 +36,16 @@ class ChannelCheck:
     problems: list[str] = field(default_factory=list)  # too_long, window_closed
 
 
-def length_of(channel: str, text: str) -> int:
-    if channel == "x":
+def length_of(channel: str, text: str, visibility: str = "public") -> int:
+    if channel == "x" and visibility == "public":
         return int(parse_tweet(text).weightedLength)
     return len(text)
+
+
+def limit_of(channel: str, visibility: str) -> int | None:
+    if visibility == "private" and channel in MAX_PRIVATE_LENGTH:
+        return MAX_PRIVATE_LENGTH[channel]
+    return MAX_LENGTH.get(channel)
 
 
 def window_of(
@@ -60,8 +68,8 @@ def window_of(
 def check(
     channel: str, visibility: str, text: str, last_inbound_at: datetime | None, now: datetime
 ) -> ChannelCheck:
-    limit = MAX_LENGTH.get(channel)
-    length = length_of(channel, text)
+    limit = limit_of(channel, visibility)
+    length = length_of(channel, text, visibility)
     window, ends_at = window_of(channel, visibility, last_inbound_at, now)
     problems = []
     if limit is not None and length > limit:

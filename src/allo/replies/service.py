@@ -26,6 +26,8 @@ MAX_TEXT = 20_000
 # reply: in the conversation's own visibility; private_reply: the public-to-private handoff
 # (a direct message or private reply to the post, in the same network); note: internal.
 KINDS = ("reply", "private_reply", "note")
+# Written but not (or not yet) sent: waiting for approval, or refused.
+NOT_SENT = ("held", "failed")
 
 
 class ReplyError(ValueError):
@@ -149,7 +151,8 @@ async def write(
     session.add(message)
     await session.flush()
     if kind != "note":
-        await _queue(session, conversation, message, key, now, held)
+        payload = _sending_rules(conversation, visibility, now)
+        await _queue(session, conversation, message, key, now, held, payload)
         if not held:
             _answered(conversation, author, now)
     else:
@@ -221,6 +224,13 @@ def _within_channel_rules(
         )
 
 
+def _sending_rules(conversation: Conversation, visibility: str, now: datetime) -> dict[str, Any]:
+    """What the sender must say to the network: a message after Messenger's or Instagram's
+    24 hours goes with the human-agent tag."""
+    window, _ = rules.window_of(conversation.channel, visibility, conversation.last_inbound_at, now)
+    return {"tag": "HUMAN_AGENT"} if window == "human_agent" else {}
+
+
 def _visibility(kind: str, conversation: Conversation) -> str:
     if kind == "note":
         return "note"
@@ -263,6 +273,7 @@ async def answers_since(
             Message.id > seen_message_id,
             Message.direction == "out",
             Message.visibility != "note",
+            Message.delivery_status.not_in(NOT_SENT),
             Message.author_user_id.is_distinct_from(user_id),
         )
         .order_by(Message.id)
@@ -333,6 +344,10 @@ async def decide(
     conversation = await session.get(Conversation, entry.conversation_id, with_for_update=True)
     assert message is not None and conversation is not None
     if approve:
+        try:
+            _within_channel_rules(conversation, message.visibility, message.text, now)
+        except ReplyError as error:
+            raise ApprovalError(f"too late to send it: {error}") from None
         entry.status, entry.next_attempt_at = "queued", now
         message.delivery_status = "queued"
         writer = Author(message.author_user_id, message.author_name or "")
@@ -501,6 +516,7 @@ _SIMILAR = text(
         SELECT r.text FROM messages r
         WHERE r.conversation_id = best.conversation_id AND r.direction = 'out'
           AND r.visibility <> 'note' AND r.author_user_id IS NOT NULL AND r.id > best.id
+          AND r.delivery_status NOT IN ('held', 'failed')
         ORDER BY r.id LIMIT 1
     ) reply ON true
     WHERE best.score >= :at_least

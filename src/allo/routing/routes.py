@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
@@ -15,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.accounts.models import User
+from allo.conversations.routes import Openable
 from allo.conversations.schemas import ConversationOut
 from allo.jobs import defer_routing
 from allo.routing import service as routing
 from allo.routing.calendars import CalendarError, week_from_text, week_to_text
-from allo.routing.models import STRATEGIES, Team
+from allo.routing.models import STRATEGIES, SlaPolicy, Team
 from allo.routing.models import Agent as AgentRow
 from allo.routing.schemas import (
     AgentIn,
@@ -244,7 +246,7 @@ pages = APIRouter(include_in_schema=False)
 
 
 @pages.post("/conversations/{conversation_id}/assign", response_model=None)
-async def assign_to_me(conversation_id: int, agent: Agent, state: State) -> RedirectResponse:
+async def assign_to_me(conversation_id: Openable, agent: Agent, state: State) -> RedirectResponse:
     """The conversation page's "Assign to me"."""
     try:
         async with state.db.transaction() as session:
@@ -256,7 +258,7 @@ async def assign_to_me(conversation_id: int, agent: Agent, state: State) -> Redi
 
 @pages.post("/conversations/{conversation_id}/transfer", response_model=None)
 async def transfer_page(
-    conversation_id: int, agent: Agent, state: State, team_id: Annotated[int, Form()]
+    conversation_id: Openable, agent: Agent, state: State, team_id: Annotated[int, Form()]
 ) -> RedirectResponse:
     """The conversation page's "Move to team"."""
     try:
@@ -338,7 +340,17 @@ async def save_team_page(
     if agent.role not in SETTINGS_ROLES:
         return _refused("role")
     chosen = (await request.form()).getlist("member_ids")
-    members = [int(str(value)) for value in chosen if str(value).isdigit()]
+    members = [int(str(value)) for value in chosen if NUMBER.fullmatch(str(value))]
+    # What the page does not show (inboxes, languages, grace, other languages' texts) is kept.
+    kept = await _team_fields_not_shown(state, agent.account_id, team_id)
+    if kept is None:
+        return _refused(f"no team {team_id}")
+    acknowledgements = dict(kept.pop("acknowledgements"))
+    for language, text in (("fr", ack_fr), ("en", ack_en)):
+        if text.strip():
+            acknowledgements[language] = text.strip()
+        else:
+            acknowledgements.pop(language, None)
     try:
         calendar = (
             {
@@ -353,13 +365,10 @@ async def save_team_page(
             name=name,
             strategy=strategy,
             calendar=calendar,
-            sla_policy_id=int(sla_policy_id) if sla_policy_id.isdigit() else None,
-            acknowledgements={
-                language: text.strip()
-                for language, text in (("fr", ack_fr), ("en", ack_en))
-                if text.strip()
-            },
+            sla_policy_id=int(sla_policy_id) if NUMBER.fullmatch(sla_policy_id) else None,
+            acknowledgements=acknowledgements,
             member_ids=members,
+            **kept,
         )
         async with state.db.transaction() as session:
             await routing.save_team(session, agent.account_id, data, team_id)
@@ -381,16 +390,26 @@ async def save_policy_page(
     if agent.role not in SETTINGS_ROLES:
         return _refused("role")
     form = await request.form()
-    targets: dict[str, dict[str, int]] = {}
+    stored = await _policy(state, agent.account_id, policy_id)
+    if policy_id is not None and stored is None:
+        return _refused(f"no SLA policy {policy_id}")
+    # Priorities and channels the page does not show keep their targets.
+    targets = {key: dict(value) for key, value in (stored.targets if stored else {}).items()}
     for priority_name in PRIORITY_NAMES:
+        shown = targets.setdefault(priority_name, {})
         for clock in CLOCKS:
             minutes = str(form.get(f"{priority_name}.{clock}", "")).strip()
-            if minutes:
-                if not minutes.isdigit() or int(minutes) == 0:
-                    return _refused(f"{priority_name} {clock}: a whole number of minutes")
-                targets.setdefault(priority_name, {})[clock] = int(minutes) * 60
+            if not minutes:
+                shown.pop(clock, None)
+            elif not NUMBER.fullmatch(minutes) or int(minutes) == 0:
+                return _refused(f"{priority_name} {clock}: a whole number of minutes")
+            else:
+                shown[clock] = int(minutes) * 60
+        if not shown:
+            del targets[priority_name]
+    channel_targets = dict(stored.channel_targets) if stored else {}
     try:
-        data = SlaPolicyIn(name=name, targets=targets)
+        data = SlaPolicyIn(name=name, targets=targets, channel_targets=channel_targets)
         async with state.db.transaction() as session:
             await routing.save_sla_policy(session, agent.account_id, data, policy_id)
     except (ValidationError, routing.RoutingError) as error:
@@ -414,7 +433,7 @@ async def save_agent_page(
     capacity = {
         kind: int(str(form.get(f"capacity.{kind}")))
         for kind in routing.KINDS
-        if str(form.get(f"capacity.{kind}", "")).isdigit()
+        if NUMBER.fullmatch(str(form.get(f"capacity.{kind}", "")))
     }
     try:
         data = AgentIn(
@@ -427,6 +446,36 @@ async def save_agent_page(
         return _refused(_first_problem(error))
     await defer_routing()
     return RedirectResponse("/settings/routing", status_code=303)
+
+
+NUMBER = re.compile(r"\d{1,9}")
+
+
+async def _policy(state: State, account_id: int, policy_id: int | None) -> SlaPolicy | None:
+    if policy_id is None:
+        return None
+    async with state.db.sessions() as session:
+        policy = await session.get(SlaPolicy, policy_id)
+    return policy if policy is not None and policy.account_id == account_id else None
+
+
+async def _team_fields_not_shown(
+    state: State, account_id: int, team_id: int | None
+) -> dict[str, Any] | None:
+    """The stored values of a team's fields the settings page does not edit (empty for a new
+    team); None when the team is not the account's."""
+    if team_id is None:
+        return {"acknowledgements": {}}
+    async with state.db.sessions() as session:
+        team = await session.get(Team, team_id)
+    if team is None or team.account_id != account_id:
+        return None
+    return {
+        "inbox_ids": list(team.inbox_ids),
+        "languages": list(team.languages),
+        "unassign_grace_seconds": team.unassign_grace_seconds,
+        "acknowledgements": dict(team.acknowledgements),
+    }
 
 
 def _first_problem(error: Exception) -> str:

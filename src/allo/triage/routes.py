@@ -9,7 +9,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from allo.conversations import service as conversations
 from allo.conversations.models import Message
+from allo.conversations.routes import viewer_of
+from allo.jobs import defer_routing
 from allo.triage import service as triage
 from allo.triage.schemas import (
     CorrectionIn,
@@ -99,7 +102,9 @@ async def correct_message(
             raise ApiError(404, "not_found", str(error)) from None
         except triage.TriageError as error:
             raise ApiError(422, "invalid", str(error), "value") from None
-        return CorrectionOut.model_validate(correction)
+        result = CorrectionOut.model_validate(correction)
+    await defer_routing()
+    return result
 
 
 pages = APIRouter(include_in_schema=False)
@@ -116,21 +121,27 @@ async def correct_page(
     """The thread's "Correct": `field:value` (intent:complaint, sentiment:negative, spam:true).
     The message shows the correction at once; the next training of the account learns it."""
     field, _, value = correction.partition(":")
-    conversation_id = None
+    async with state.db.sessions() as session:
+        conversation_id = await session.scalar(
+            select(Message.conversation_id).where(
+                Message.id == message_id, Message.account_id == agent.account_id
+            )
+        )
+        if conversation_id is None or not await conversations.visible(
+            session, viewer_of(agent), conversation_id
+        ):
+            return RedirectResponse("/inbox", status_code=303)
     if field in CORRECTABLE and value:
         corrected: str | bool = value == "true" if field == "spam" else value
         try:
             async with state.db.transaction() as session:
-                saved = await triage.correct(
+                await triage.correct(
                     session, agent.account_id, message_id, field, corrected, agent.user_id
                 )
-                conversation_id = await session.scalar(
-                    select(Message.conversation_id).where(Message.id == saved.message_id)
-                )
-        except (LookupError, triage.TriageError, ValueError):
-            conversation_id = None
-    if conversation_id is None:
-        return RedirectResponse("/inbox", status_code=303)
+        except (LookupError, triage.TriageError):
+            pass
+        else:
+            await defer_routing()
     return RedirectResponse(f"/conversations/{conversation_id}#message-{message_id}", 303)
 
 

@@ -307,6 +307,9 @@ async def correct(
         user_id=user_id,
     )
     session.add(correction)
+    # What the customer waits on changed (spam or not, urgent, angry): routing reads the
+    # conversation again, so its clocks and place follow the correction.
+    await _route_again(session, {message.conversation_id})
     await session.flush()
     return correction
 

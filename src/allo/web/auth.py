@@ -98,7 +98,7 @@ async def signed_in(request: Request) -> SignedIn:
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and _is_form(request):
             sent = str((await request.form()).get(CSRF_FIELD, ""))
-        if not sent or not hmac.compare_digest(sent, user.csrf_token):
+        if not sent or not hmac.compare_digest(sent.encode(), user.csrf_token.encode()):
             raise CsrfRejected()
     return user
 

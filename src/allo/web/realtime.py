@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -97,16 +97,21 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], update: dict[str, Any]) -> None
 
 
 async def event_stream(
-    queue: asyncio.Queue[dict[str, Any]], keepalive: float
+    queue: asyncio.Queue[dict[str, Any]],
+    keepalive: float,
+    still_signed_in: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
     """Server-sent events from the queue, with a comment every `keepalive` seconds so that
     proxies keep the connection and a closed browser is noticed. It runs until the browser
-    leaves: the response stops it then."""
+    leaves (the response stops it then) or its session ends (signed out, expired, password
+    reset): checked at every keepalive."""
     yield "retry: 2000\n\n"
     while True:
         try:
             update = await asyncio.wait_for(queue.get(), keepalive)
         except TimeoutError:
+            if not await still_signed_in():
+                return
             yield ": keepalive\n\n"
             continue
         yield f"event: {update['kind']}\ndata: {json.dumps(update)}\n\n"

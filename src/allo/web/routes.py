@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Form, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, select, text
@@ -115,10 +115,11 @@ async def login(
             status_code=401,
         )
     response = RedirectResponse(_safe_next(next), status_code=303)
+    # A browser-session cookie: the server ends a session left unused for
+    # ALLO_SESSION_HOURS, so a fixed lifetime here would only sign an agent out mid-shift.
     response.set_cookie(
         SESSION_COOKIE,
         token,
-        max_age=int(state.settings.session_lifetime.total_seconds()),
         httponly=True,
         samesite="lax",
         secure=state.settings.secure_cookies,
@@ -139,9 +140,13 @@ async def logout(agent: Agent, state: State) -> RedirectResponse:
 async def live_updates(agent: Agent, state: State) -> StreamingResponse:
     """Server-sent events: which conversations of the account changed, as they change."""
 
+    async def still_signed_in() -> bool:
+        async with state.db.sessions() as session:
+            return await accounts.session_is_live(session, agent.session_id, datetime.now(UTC))
+
     async def stream() -> AsyncIterator[str]:
         with state.realtime.listening(agent.account_id) as queue:
-            async for chunk in event_stream(queue, KEEPALIVE_SECONDS):
+            async for chunk in event_stream(queue, KEEPALIVE_SECONDS, still_signed_in):
                 yield chunk
 
     return StreamingResponse(
@@ -158,14 +163,20 @@ async def forgot_page(request: Request) -> HTMLResponse:
 
 @router.post("/password/forgot", response_class=HTMLResponse)
 async def forgot(
-    request: Request, state: State, email: Annotated[str, Form(max_length=320)] = ""
+    request: Request,
+    state: State,
+    mailing: BackgroundTasks,
+    email: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
-    """Mail a reset link to whoever has this address; the answer is the same either way."""
+    """Mail a reset link to whoever has this address. The answer is the same either way, and
+    as fast: the mail leaves after it. The link's address is Allo's configured one, never the
+    request's Host (which a stranger chooses)."""
     async with state.db.transaction() as session:
         links = await accounts.request_password_reset(session, email, datetime.now(UTC))
-    base = (state.settings.public_url or str(request.base_url)).rstrip("/")
+    settings = state.settings
+    base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
     for link in links:
-        await _mail_reset_link(state, base, link)
+        mailing.add_task(_mail_reset_link, state, base, link)
     return render(request, "forgot.html", accepted_language(request), {"sent": True})
 
 
