@@ -170,3 +170,18 @@ async def test_an_agent_switches_the_workspace_to_french_and_renames_themselves(
         "/settings/profile", data={"csrf_token": token, "name": "Ana", "language": "xx"}
     )
     assert '<html lang="fr">' in odd.text  # an unknown language keeps the current one
+
+
+async def test_guessing_passwords_is_stopped_after_ten_failures(
+    client: httpx.AsyncClient, db: Database, tenant: Tenant
+) -> None:
+    await make_agent(db, tenant)
+    for attempt in range(10):
+        wrong = await client.post(
+            "/login", data={"email": "ana@brand.test", "password": f"guess-{attempt}"}
+        )
+        assert wrong.status_code == 401
+    blocked = await client.post("/login", data={"email": "ana@brand.test", "password": PASSWORD})
+    assert blocked.status_code == 429 and "set-cookie" not in blocked.headers
+    other = await client.post("/login", data={"email": "bob@brand.test", "password": PASSWORD})
+    assert other.status_code == 401  # another address still gets an answer

@@ -36,7 +36,7 @@ from allo.settings import Settings
 from allo.triage.routes import pages as triage_pages
 from allo.triage.routes import router as triage_routes
 from allo.web import errors
-from allo.web.auth import TtlCache
+from allo.web.auth import SignInThrottle, TtlCache
 from allo.web.realtime import Realtime
 from allo.web.routes import router as page_routes
 from allo.web.state import AppState
@@ -62,6 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tokens=TtlCache(settings.auth_cache_seconds),
         inboxes=TtlCache(settings.auth_cache_seconds),
         realtime=Realtime(libpq_url(settings.database_url)),
+        sign_ins=SignInThrottle(),
     )
     app.state.allo = state
     await state.recorder.open()

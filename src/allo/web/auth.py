@@ -109,3 +109,35 @@ def _is_form(request: Request) -> bool:
 
 
 Agent = Annotated[SignedIn, Depends(signed_in)]
+
+
+class SignInThrottle:
+    """Failed sign-ins per email and per client address, in this process: past the limit
+    within the window, sign-in is refused (429) before any password is checked, so a guessing
+    script gets a few tries an hour rather than thousands."""
+
+    def __init__(
+        self, per_email: int = 10, per_address: int = 50, window_seconds: float = 900.0
+    ) -> None:
+        self._limits = {"email": per_email, "address": per_address}
+        self._window = window_seconds
+        self._failures: dict[tuple[str, str], list[float]] = {}
+
+    def _recent(self, key: tuple[str, str]) -> list[float]:
+        since = time.monotonic() - self._window
+        kept = [moment for moment in self._failures.get(key, []) if moment > since]
+        if kept:
+            self._failures[key] = kept
+        else:
+            self._failures.pop(key, None)
+        return kept
+
+    def blocked(self, email: str, address: str) -> bool:
+        keys = (("email", email.strip().lower()), ("address", address))
+        return any(len(self._recent(key)) >= self._limits[key[0]] for key in keys)
+
+    def failed(self, email: str, address: str) -> None:
+        if len(self._failures) > 100_000:
+            self._failures.clear()
+        for key in (("email", email.strip().lower()), ("address", address)):
+            self._failures.setdefault(key, []).append(time.monotonic())

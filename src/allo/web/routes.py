@@ -92,6 +92,15 @@ async def login(
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=2000)] = "/inbox",
 ) -> Response:
+    address = request.client.host if request.client else "unknown"
+    if state.sign_ins.blocked(email, address):
+        language = accepted_language(request)
+        context = {
+            "next": _safe_next(next),
+            "email": email,
+            "error": gettext_in(language, "Too many failed attempts: wait a quarter of an hour."),
+        }
+        return render(request, "login.html", language, context, status_code=429)
     async with state.db.transaction() as session:
         user = await accounts.sign_in(session, email, password) if email and password else None
         token = (
@@ -102,6 +111,7 @@ async def login(
             else None
         )
     if user is None or token is None:
+        state.sign_ins.failed(email, address)
         language = accepted_language(request)
         return render(
             request,

@@ -15,7 +15,7 @@ from allo.web.realtime import Realtime
 
 if TYPE_CHECKING:
     from allo.accounts.service import TokenOwner
-    from allo.web.auth import TtlCache
+    from allo.web.auth import SignInThrottle, TtlCache
 
 
 @dataclass
@@ -27,6 +27,7 @@ class AppState:
     tokens: TtlCache[str, TokenOwner]
     inboxes: TtlCache[tuple[int, int], str]
     realtime: Realtime
+    sign_ins: SignInThrottle
 
 
 async def app_state(request: Request) -> AppState:
