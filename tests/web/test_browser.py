@@ -321,7 +321,9 @@ async def test_the_composer_counts_as_x_does_and_shows_the_window(
     (conversation,) = await stored(db, 1)
     async with db.transaction() as session:
         await session.execute(
-            update(Conversation).where(Conversation.id == conversation.id).values(channel="x")
+            update(Conversation)
+            .where(Conversation.id == conversation.id)
+            .values(channel="x", visibility="public")
         )
     context, page = await signed_in(browser, server, "ana@brand.test")
     await page.goto(f"/conversations/{conversation.id}")
