@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -196,3 +196,24 @@ async def test_retry_of_specific_events_leaves_the_others_failed(
     outage.down = False
     await process(db, settings)
     assert await statuses(db) == {"f1": "processed", "f2": "failed"}
+
+
+async def test_a_short_backlog_goes_in_small_batches_and_a_long_one_in_full_batches(
+    db: Database, tenant: Tenant, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake, "SMALL_BATCH", 3)
+    monkeypatch.setattr(intake, "BACKLOG_FOR_FULL_BATCHES", 8)
+    sizes: list[int] = []
+    process_batch = intake.process_batch
+
+    async def counted(db: Database, size: int, window: timedelta) -> intake.ProcessReport:
+        sizes.append(size)
+        return await process_batch(db, size, window)
+
+    monkeypatch.setattr(intake, "process_batch", counted)
+    for number in range(12):
+        await record(db, tenant, f"e{number}")
+    report = await intake.process_all(db, 10, settings.reopen_window)
+    assert report.processed == 12 and await message_count(db) == 12
+    # 12 waiting: a full batch of 10; then 2 left, below the backlog: a small batch.
+    assert sizes == [10, 3]
