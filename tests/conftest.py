@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,8 +109,18 @@ def empty_tables(request: pytest.FixtureRequest) -> None:
     if "database_url" not in request.fixturenames:
         return
     url = request.getfixturevalue("database_url")
-    with psycopg.connect(libpq_url(url), autocommit=True) as connection:
-        connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    # A running `allo serve` (the browser tests') reads these tables meanwhile: its lock on one
+    # table and ours on another can deadlock, and PostgreSQL then cancels one side. Ours tries
+    # again.
+    for attempt in range(5):
+        try:
+            with psycopg.connect(libpq_url(url), autocommit=True) as connection:
+                connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
 
 
 @pytest.fixture
