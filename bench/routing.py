@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ from allo.db.engine import Database, connect
 from allo.routing import service as routing
 from allo.routing.schemas import AgentIn, SlaPolicyIn, TeamIn
 from databases import Target, embedded_database, server_database
+from figures import percentiles, publish
 
 BENCH = Path(__file__).resolve().parent
 GOAL_P99_MS = 20.0
@@ -140,22 +140,6 @@ async def _conversations(db: Database, account_id: int, inbox_id: int, count: in
                     "triage": json.dumps(triage),
                 },
             )
-
-
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(samples_ms)
-
-    def at(share: float) -> float:
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-    return {
-        "count": len(ordered),
-        "mean_ms": round(statistics.fmean(ordered), 2),
-        "p50_ms": round(at(0.50), 2),
-        "p90_ms": round(at(0.90), 2),
-        "p99_ms": round(at(0.99), 2),
-        "max_ms": round(ordered[-1], 2),
-    }
 
 
 async def route_each(db: Database) -> list[float]:
@@ -261,12 +245,7 @@ def main() -> None:
         opened = embedded_database() if name == "embedded" else server_database(args.server_url)
         with opened as target:
             results.append(asyncio.run(run_target(target, args)))
-    rendered = table(results)
-    print(rendered)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"results": results}, indent=2) + "\n")
-    args.json.with_suffix(".md").write_text(rendered + "\n")
-    print(f"written: {args.json} and {args.json.with_suffix('.md')}")
+    publish(args.json, results, table(results))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +47,7 @@ from allo.db.engine import connect, libpq_url
 from allo.routing import service as routing
 from allo.routing.schemas import TeamIn
 from databases import Target, embedded_database, server_database
+from figures import percentiles, publish
 
 BENCH = Path(__file__).resolve().parent
 ALLO = str(Path(sys.executable).parent / "allo")
@@ -201,22 +200,6 @@ def serving(url: str) -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(share: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1)
-
-    return {
-        "count": len(ordered),
-        "mean_ms": round(statistics.fmean(ordered), 1),
-        "p50_ms": at(0.5),
-        "p95_ms": at(0.95),
-        "p99_ms": at(0.99),
-        "max_ms": round(ordered[-1], 1),
-    }
-
-
 def signed_in(base: str, email: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=30)
     answer = client.post("/login", data={"email": email, "password": PASSWORD})
@@ -346,12 +329,7 @@ def main() -> None:
         opened = embedded_database() if name == "embedded" else server_database(args.server_url)
         with opened as target:
             results.append(run_target(target, args))
-    rendered = table(results)
-    print(rendered)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"results": results}, indent=2) + "\n")
-    args.json.with_suffix(".md").write_text(rendered + "\n")
-    print(f"written: {args.json} and {args.json.with_suffix('.md')}")
+    publish(args.json, results, table(results))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from allo import events
 from allo.accounts.service import SignedIn
 from allo.channels.models import CHANNEL_KINDS
 from allo.conversations import service as conversations
-from allo.conversations.models import STATUSES
+from allo.conversations.models import STATUSES, Conversation
 from allo.conversations.schemas import (
     ConversationOut,
     ConversationPage,
@@ -122,6 +122,12 @@ async def list_messages(
     )
 
 
+def _changed_out(conversation_id: int, changed: Conversation | None) -> ConversationOut:
+    if changed is None:
+        raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
+    return ConversationOut.model_validate(changed)
+
+
 @router.post(
     "/{conversation_id}/status",
     response_model=ConversationOut,
@@ -140,11 +146,7 @@ async def change_status(
                 datetime.now(UTC),
                 body.reason,
             )
-            if changed is None:
-                raise ApiError(
-                    404, "not_found", f"no conversation {conversation_id} in this account"
-                )
-            result = ConversationOut.model_validate(changed)
+            result = _changed_out(conversation_id, changed)
     except conversations.StatusError as error:
         raise ApiError(422, "invalid", str(error), error.field) from None
     await defer_routing()
@@ -164,11 +166,7 @@ async def change_details(
             changed = await conversations.change_details(
                 session, owner.account_id, conversation_id, body.labels, body.priority
             )
-            if changed is None:
-                raise ApiError(
-                    404, "not_found", f"no conversation {conversation_id} in this account"
-                )
-            result = ConversationOut.model_validate(changed)
+            result = _changed_out(conversation_id, changed)
     except conversations.StatusError as error:
         raise ApiError(422, "invalid", str(error), error.field) from None
     await defer_routing()
@@ -176,6 +174,27 @@ async def change_details(
 
 
 # The workspace's pages
+
+
+async def _refused_change(
+    request: Request, state: AppState, agent: SignedIn, conversation_id: int, field: str
+) -> HTMLResponse:
+    """The conversation page again, saying what was refused."""
+    context = await conversation_context(state, agent, conversation_id)
+    if context is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    context.update(composer_key=new_key(), status_error=field)
+    return render(request, "conversation.html", agent.language, context, 422)
+
+
+async def _changed_page(
+    request: Request, agent: SignedIn, conversation_id: int, changed: Conversation | None
+) -> Response:
+    if changed is None:
+        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
+    await defer_routing()
+    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
+
 
 # The inbox's "active within" filter.
 SINCE = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -356,15 +375,8 @@ async def change_status_page(
                 reason or None,
             )
     except conversations.StatusError as error:
-        context = await conversation_context(state, agent, conversation_id)
-        if context is None:
-            return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
-        context.update(composer_key=new_key(), status_error=error.field)
-        return render(request, "conversation.html", agent.language, context, 422)
-    if changed is None:
-        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
-    await defer_routing()
-    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
+        return await _refused_change(request, state, agent, conversation_id, error.field)
+    return await _changed_page(request, agent, conversation_id, changed)
 
 
 @pages.post("/conversations/{conversation_id}/presence", status_code=204)
@@ -400,12 +412,5 @@ async def change_details_page(
                 session, agent.account_id, conversation_id, labels.split(","), priority
             )
     except conversations.StatusError as error:
-        context = await conversation_context(state, agent, conversation_id)
-        if context is None:
-            return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
-        context.update(composer_key=new_key(), status_error=error.field)
-        return render(request, "conversation.html", agent.language, context, 422)
-    if changed is None:
-        return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
-    await defer_routing()
-    return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
+        return await _refused_change(request, state, agent, conversation_id, error.field)
+    return await _changed_page(request, agent, conversation_id, changed)

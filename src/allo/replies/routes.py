@@ -40,6 +40,17 @@ Decision = Literal["approve", "reject"]
 pages = APIRouter(include_in_schema=False)
 
 
+async def _author_of(
+    session: AsyncSession, owner: TokenOwner, name: str = "API", role: str = "agent"
+) -> replies.Author:
+    """Who writes through a token: its person, or the integration (`name`, `role`) an
+    account-wide token stands for."""
+    user = await session.get(User, owner.user_id) if owner.user_id else None
+    if user is None:
+        return replies.Author(owner.user_id, name, role)
+    return replies.Author(user.id, user.name, user.role)
+
+
 @router.post(
     "/conversations/{conversation_id}/replies",
     response_model=ReplyOut,
@@ -49,10 +60,7 @@ pages = APIRouter(include_in_schema=False)
 )
 async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State) -> ReplyOut:
     async with state.db.transaction() as session:
-        user = await session.get(User, owner.user_id) if owner.user_id else None
-        author = replies.Author(
-            owner.user_id, user.name if user else "API", user.role if user else "agent"
-        )
+        author = await _author_of(session, owner)
         try:
             written = await replies.write(
                 session,
@@ -114,10 +122,8 @@ def _entry_out(entry: OutboxEntry, message: Message) -> OutboxEntryOut:
 )
 async def decide(entry_id: int, decision: Decision, owner: Owner, state: State) -> OutboxEntryOut:
     async with state.db.transaction() as session:
-        user = await session.get(User, owner.user_id) if owner.user_id else None
-        approver = replies.Author(
-            owner.user_id, user.name if user else "", user.role if user else ""
-        )
+        # An account-wide token has no role: it cannot approve.
+        approver = await _author_of(session, owner, name="", role="")
         try:
             message = await replies.decide(
                 session,
@@ -263,8 +269,8 @@ SETTINGS_ROLES = ("admin", "supervisor")
 async def _require_role(session: AsyncSession, owner: TokenOwner, roles: tuple[str, ...]) -> None:
     """A token of a person acts with that person's role; an account-wide token is the
     integration the admin made it for."""
-    user = await session.get(User, owner.user_id) if owner.user_id else None
-    if user is not None and user.role not in roles:
+    author = await _author_of(session, owner, role=roles[0])
+    if author.role not in roles:
         raise ApiError(403, "forbidden", f"only {' and '.join(roles)}s may change this")
 
 
@@ -376,8 +382,7 @@ async def send_template(
     conversation_id: int, body: TemplateMessageIn, owner: Owner, state: State
 ) -> ReplyOut:
     async with state.db.transaction() as session:
-        user = await session.get(User, owner.user_id) if owner.user_id else None
-        author = replies.Author(owner.user_id, user.name if user else "API")
+        author = await _author_of(session, owner)
         try:
             written = await replies.write_template(
                 session,
