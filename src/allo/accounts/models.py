@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from allo.db.base import Base, Timestamped
 
 ROLES = ("admin", "supervisor", "agent")
+# Who changes shared settings and approves replies.
+MANAGERS = ("admin", "supervisor")
 
 
 class Account(Timestamped, Base):

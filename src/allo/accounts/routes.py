@@ -8,9 +8,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from allo.accounts import service as accounts
-from allo.accounts.models import Account, User
+from allo.accounts.models import Account
 from allo.accounts.schemas import AccountIn, AccountOut
-from allo.web.auth import Agent, Owner
+from allo.web.auth import Agent, Owner, require_role
 from allo.web.errors import ApiError
 from allo.web.i18n import render
 from allo.web.state import State
@@ -29,9 +29,7 @@ async def get_account(owner: Owner, state: State) -> AccountOut:
 @router.patch("", response_model=AccountOut, summary="Change the account's name or settings")
 async def change_account(body: AccountIn, owner: Owner, state: State) -> AccountOut:
     async with state.db.transaction() as session:
-        user = await session.get(User, owner.user_id) if owner.user_id else None
-        if user is not None and user.role != "admin":
-            raise ApiError(403, "forbidden", "only admins change the account")
+        await require_role(session, owner, ("admin",))
         try:
             account = await accounts.change_account(
                 session, owner.account_id, body.name, body.languages, body.approve_public_replies

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allo.accounts.models import User
+from allo.accounts.models import MANAGERS, User
 from allo.accounts.service import TokenOwner
 from allo.conversations import service as conversations
 from allo.conversations.models import Message
@@ -30,7 +30,7 @@ from allo.replies.schemas import (
     TemplateMessageIn,
     TemplateOut,
 )
-from allo.web.auth import Agent, Owner
+from allo.web.auth import Agent, Owner, require_role
 from allo.web.errors import ApiError
 from allo.web.i18n import render
 from allo.web.state import State
@@ -203,7 +203,7 @@ async def outbox_page(request: Request, agent: Agent, state: State) -> HTMLRespo
         "agent": agent,
         "section": "outbox",
         "entries": rows,
-        "may_approve": agent.role in replies.APPROVERS,
+        "may_approve": agent.role in MANAGERS,
     }
     return render(request, "outbox.html", agent.language, context)
 
@@ -245,7 +245,7 @@ async def list_canned(owner: Owner, state: State, language: str | None = None) -
 async def save_canned(body: CannedIn, owner: Owner, state: State) -> CannedOut:
     try:
         async with state.db.transaction() as session:
-            await _require_role(session, owner, SETTINGS_ROLES)
+            await require_role(session, owner, MANAGERS)
             canned = await replies.save_canned(
                 session, owner.account_id, body.shortcut, body.title, body.body, body.language
             )
@@ -257,21 +257,10 @@ async def save_canned(body: CannedIn, owner: Owner, state: State) -> CannedOut:
 @router.delete("/canned-responses/{canned_id}", status_code=204, summary="Delete one")
 async def delete_canned(canned_id: int, owner: Owner, state: State) -> Response:
     async with state.db.transaction() as session:
-        await _require_role(session, owner, SETTINGS_ROLES)
+        await require_role(session, owner, MANAGERS)
         if not await replies.delete_canned(session, owner.account_id, canned_id):
             raise ApiError(404, "not_found", f"no canned response {canned_id} in this account")
     return Response(status_code=204)
-
-
-SETTINGS_ROLES = ("admin", "supervisor")
-
-
-async def _require_role(session: AsyncSession, owner: TokenOwner, roles: tuple[str, ...]) -> None:
-    """A token of a person acts with that person's role; an account-wide token is the
-    integration the admin made it for."""
-    author = await _author_of(session, owner, role=roles[0])
-    if author.role not in roles:
-        raise ApiError(403, "forbidden", f"only {' and '.join(roles)}s may change this")
 
 
 @pages.get("/settings/canned-responses", response_class=HTMLResponse)
@@ -283,7 +272,7 @@ async def canned_page(request: Request, agent: Agent, state: State) -> HTMLRespo
         "section": "settings",
         "canned": rows,
         "variables": replies.VARIABLES,
-        "may_change": agent.role in SETTINGS_ROLES,
+        "may_change": agent.role in MANAGERS,
         "error": request.query_params.get("error"),
     }
     return render(request, "canned.html", agent.language, context)
@@ -299,7 +288,7 @@ async def save_canned_page(
     body: Annotated[str, Form(max_length=10_000)] = "",
     language: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
-    if agent.role not in SETTINGS_ROLES:
+    if agent.role not in MANAGERS:
         return RedirectResponse("/settings/canned-responses?error=role", status_code=303)
     try:
         async with state.db.transaction() as session:
@@ -313,7 +302,7 @@ async def save_canned_page(
 
 @pages.post("/settings/canned-responses/{canned_id}/delete", response_model=None)
 async def delete_canned_page(canned_id: int, agent: Agent, state: State) -> Response:
-    if agent.role in SETTINGS_ROLES:
+    if agent.role in MANAGERS:
         async with state.db.transaction() as session:
             await replies.delete_canned(session, agent.account_id, canned_id)
     return RedirectResponse("/settings/canned-responses", status_code=303)
@@ -363,7 +352,7 @@ async def list_templates(owner: Owner, state: State) -> list[TemplateOut]:
 async def save_template(body: TemplateIn, owner: Owner, state: State) -> TemplateOut:
     try:
         async with state.db.transaction() as session:
-            await _require_role(session, owner, ("admin",))
+            await require_role(session, owner, ("admin",))
             template = await replies.save_template(
                 session, owner.account_id, body.name, body.language, body.body
             )

@@ -13,7 +13,7 @@ from sqlalchemy import delete, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
-from allo.accounts.models import Account, User
+from allo.accounts.models import MANAGERS, Account, User
 from allo.conversations.models import Conversation, Message
 from allo.replies import rules
 from allo.replies.models import CannedResponse, MessageTemplate, OutboxEntry
@@ -306,14 +306,13 @@ async def _queue(
 
 
 APPROVAL_SETTING = "approve_public_replies"
-APPROVERS = ("admin", "supervisor")
 
 
 async def _needs_approval(
     session: AsyncSession, account_id: int, visibility: str, author: Author
 ) -> bool:
     """Where the account asks for it, an agent's public replies wait for a supervisor."""
-    if visibility != "public" or author.user_id is None or author.role in APPROVERS:
+    if visibility != "public" or author.user_id is None or author.role in MANAGERS:
         return False
     settings = await session.scalar(select(Account.settings).where(Account.id == account_id))
     return bool((settings or {}).get(APPROVAL_SETTING))
@@ -333,7 +332,7 @@ async def decide(
 ) -> Message:
     """A supervisor approves a held public reply (queued to be sent; it answers the customer
     now) or rejects it (never sent; the customer still waits)."""
-    if approver.role not in APPROVERS:
+    if approver.role not in MANAGERS:
         raise ApprovalError("only admins and supervisors approve replies")
     entry = await session.get(OutboxEntry, outbox_id, with_for_update=True)
     if entry is None or entry.account_id != account_id:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from allo.accounts.models import User
+from allo.accounts.models import MANAGERS, User
 from allo.conversations.routes import Openable
 from allo.conversations.schemas import ConversationOut
 from allo.jobs import defer_routing
@@ -270,7 +270,6 @@ async def transfer_page(
     return RedirectResponse(f"/conversations/{conversation_id}", status_code=303)
 
 
-SETTINGS_ROLES = ("admin", "supervisor")
 CLOCKS = ("first_response", "next_response", "resolution")
 PRIORITY_NAMES = ("normal", "urgent")
 
@@ -303,7 +302,7 @@ async def routing_settings(request: Request, agent: Agent, state: State) -> HTML
         "clocks": CLOCKS,
         "priorities": PRIORITY_NAMES,
         "strategies": STRATEGIES,
-        "may_change": agent.role in SETTINGS_ROLES,
+        "may_change": agent.role in MANAGERS,
         "error": request.query_params.get("error"),
     }
     return render(request, "routing.html", agent.language, context)
@@ -337,7 +336,7 @@ async def save_team_page(
     ack_fr: Annotated[str, Form(max_length=2000)] = "",
     ack_en: Annotated[str, Form(max_length=2000)] = "",
 ) -> RedirectResponse:
-    if agent.role not in SETTINGS_ROLES:
+    if agent.role not in MANAGERS:
         return _refused("role")
     chosen = (await request.form()).getlist("member_ids")
     members = [int(str(value)) for value in chosen if NUMBER.fullmatch(str(value))]
@@ -387,7 +386,7 @@ async def save_policy_page(
     policy_id: Annotated[int | None, Form()] = None,
 ) -> RedirectResponse:
     """Targets in minutes, per priority and clock (an empty field: no target)."""
-    if agent.role not in SETTINGS_ROLES:
+    if agent.role not in MANAGERS:
         return _refused("role")
     form = await request.form()
     stored = await _policy(state, agent.account_id, policy_id)
@@ -427,7 +426,7 @@ async def save_agent_page(
     presence: Annotated[str, Form()] = "offline",
 ) -> RedirectResponse:
     """An agent's presence (anyone for themselves, supervisors for everyone) and capacity."""
-    if agent.role not in SETTINGS_ROLES and user_id != agent.user_id:
+    if agent.role not in MANAGERS and user_id != agent.user_id:
         return _refused("role")
     form = await request.form()
     capacity = {
@@ -438,7 +437,7 @@ async def save_agent_page(
     try:
         data = AgentIn(
             presence=presence,
-            capacity=capacity if agent.role in SETTINGS_ROLES else None,
+            capacity=capacity if agent.role in MANAGERS else None,
         )
         async with state.db.transaction() as session:
             await routing.save_agent(session, agent.account_id, user_id, data, datetime.now(UTC))

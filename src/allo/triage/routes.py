@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from allo.accounts.models import MANAGERS
 from allo.conversations import service as conversations
 from allo.conversations.models import Message
 from allo.conversations.routes import viewer_of
@@ -145,9 +146,6 @@ async def correct_page(
     return RedirectResponse(f"/conversations/{conversation_id}#message-{message_id}", 303)
 
 
-INTENT_ROLES = ("admin", "supervisor")
-
-
 @pages.get("/settings/intents", response_class=HTMLResponse)
 async def intents_page(request: Request, agent: Agent, state: State) -> HTMLResponse:
     """The account's own intents, their examples, and the trained versions."""
@@ -159,7 +157,7 @@ async def intents_page(request: Request, agent: Agent, state: State) -> HTMLResp
         "section": "settings",
         "labels": labels,
         "versions": versions,
-        "may_change": agent.role in INTENT_ROLES,
+        "may_change": agent.role in MANAGERS,
         "error": request.query_params.get("error"),
     }
     return render(request, "intents.html", agent.language, context)
@@ -174,7 +172,7 @@ async def save_intent_page(
     examples: Annotated[str, Form(max_length=200_000)] = "",
 ) -> RedirectResponse:
     """An intent with its examples, one per line."""
-    if agent.role not in INTENT_ROLES:
+    if agent.role not in MANAGERS:
         return RedirectResponse("/settings/intents?error=role", status_code=303)
     try:
         data = IntentLabelIn(
@@ -193,7 +191,7 @@ async def save_intent_page(
 
 @pages.post("/settings/intents/{label_id}/delete", response_model=None)
 async def delete_intent_page(label_id: int, agent: Agent, state: State) -> RedirectResponse:
-    if agent.role in INTENT_ROLES:
+    if agent.role in MANAGERS:
         async with state.db.transaction() as session:
             await triage.delete_intent_label(session, agent.account_id, label_id)
     return RedirectResponse("/settings/intents", status_code=303)
@@ -202,7 +200,7 @@ async def delete_intent_page(label_id: int, agent: Agent, state: State) -> Redir
 @pages.post("/settings/intents/train", response_model=None)
 async def train_page(agent: Agent, state: State) -> RedirectResponse:
     """A new version from the examples and agents' corrections (the previous ones are kept)."""
-    if agent.role not in INTENT_ROLES:
+    if agent.role not in MANAGERS:
         return RedirectResponse("/settings/intents?error=role", status_code=303)
     try:
         async with state.db.transaction() as session:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.accounts import service as accounts
+from allo.accounts.models import User
 from allo.accounts.service import SignedIn, TokenOwner
 from allo.web.errors import ApiError, CsrfRejected, SignInRequired
 from allo.web.state import AppState
@@ -109,6 +112,14 @@ def _is_form(request: Request) -> bool:
 
 
 Agent = Annotated[SignedIn, Depends(signed_in)]
+
+
+async def require_role(session: AsyncSession, owner: TokenOwner, roles: Sequence[str]) -> None:
+    """403 unless the token's person has one of `roles`. An account-wide token (no person)
+    is the integration an admin made it for, and may."""
+    user = await session.get(User, owner.user_id) if owner.user_id else None
+    if user is not None and user.role not in roles:
+        raise ApiError(403, "forbidden", f"only {' and '.join(roles)}s may change this")
 
 
 class SignInThrottle:
