@@ -83,7 +83,9 @@ def validate(raw: bytes) -> ApiInboundMessage:
     return message
 
 
-def parse(raw: bytes, external_id: str, received_at: datetime) -> list[InboundMessage]:
+def parse(
+    raw: bytes, external_id: str, received_at: datetime, own_id: str = ""
+) -> list[InboundMessage]:
     try:
         pushed = validate(raw)
     except (ValidationError, ValueError) as error:

@@ -81,7 +81,9 @@ def _attachments(message: EmailMessage) -> tuple[dict[str, object], ...]:
     return tuple(found)
 
 
-def parse(raw: bytes, external_id: str, received_at: datetime) -> list[InboundMessage]:
+def parse(
+    raw: bytes, external_id: str, received_at: datetime, own_id: str = ""
+) -> list[InboundMessage]:
     message = _message(raw)
     senders = getaddresses([_header(message, "From") or ""])
     name, address = senders[0] if senders else ("", "")

@@ -54,7 +54,9 @@ def leading_mentions(text: str) -> list[str]:
     return MENTION.findall(match.group(0)) if match else []
 
 
-def parse(raw: bytes, external_id: str, received_at: datetime) -> list[InboundMessage]:
+def parse(
+    raw: bytes, external_id: str, received_at: datetime, own_id: str = ""
+) -> list[InboundMessage]:
     try:
         row = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

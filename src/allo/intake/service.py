@@ -155,7 +155,9 @@ async def _process_together(
     for event in pending:
         try:
             parse = parser_for(event.parser)
-            parsed.append((event, parse(event.raw, event.external_id, event.received_at)))
+            own_id = channel_accounts[event.channel_account_id].external_id
+            found = parse(event.raw, event.external_id, event.received_at, own_id)
+            parsed.append((event, [m for m in found if isinstance(m, InboundMessage)]))
         except Exception as error:
             logger.warning("inbound event %s failed: %s", event.id, error)
             outcomes[event.id] = Outcome("failed", error=_describe(error))

@@ -1,0 +1,57 @@
+"""Facebook Pages, Messenger and Instagram: Graph API webhooks and Send API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from allo.channels.inbound import Parsed
+from allo.channels.outbound import Connection, Fetched, Health, Lookup, Outgoing, Sent
+
+KINDS = (
+    "facebook",
+    "messenger",
+    "instagram",
+)
+PARSER = "meta"
+CREDENTIALS = (
+    "access_token",
+    "app_secret",
+    "verify_token",
+)
+DEFAULT_API_URL = "https://graph.facebook.com/v21.0"
+
+
+def verify(headers: Mapping[str, str], raw: bytes, credentials: Mapping[str, str]) -> None:
+    raise NotImplementedError
+
+
+def handshake(query: Mapping[str, str], credentials: Mapping[str, str]) -> tuple[str, str]:
+    raise NotImplementedError
+
+
+def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> Sequence[Parsed]:
+    raise NotImplementedError
+
+
+async def send(connection: Connection, outgoing: Outgoing) -> Sent:
+    raise NotImplementedError
+
+
+async def find_sent(connection: Connection, outgoing: Outgoing) -> Lookup:
+    raise NotImplementedError
+
+
+async def fetch(connection: Connection, cursor: str | None) -> Fetched:
+    raise NotImplementedError
+
+
+async def check(connection: Connection) -> Health:
+    raise NotImplementedError
+
+
+async def media_request(
+    connection: Connection, attachment: Mapping[str, Any]
+) -> tuple[str, dict[str, str]] | None:
+    raise NotImplementedError
