@@ -63,6 +63,17 @@ class Settings(BaseSettings):
         description="Allo's address as users reach it, for links in mail (default: the "
         "address of the request).",
     )
+    attachment_max_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1024, description="Largest attachment Allo downloads."
+    )
+    attachment_hosts_allowed: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or addresses) attachments may be downloaded from even though "
+        "they are on a private network; empty: only public addresses.",
+    )
+    outbox_max_attempts: int = Field(
+        default=8, ge=1, description="Sends tried before a reply is marked failed."
+    )
     log_level: str = "INFO"
 
     @property

@@ -29,7 +29,9 @@ class Outage:
         self.down = True
         self.crash_on: str | None = None
 
-    def __call__(self, raw: bytes, external_id: str, received_at: datetime) -> list[InboundMessage]:
+    def __call__(
+        self, raw: bytes, external_id: str, received_at: datetime, own_id: str
+    ) -> list[InboundMessage]:
         if external_id == self.crash_on:
             raise KeyboardInterrupt("the worker dies here")
         if self.down:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.channels.credentials import CredentialsCipher
 from allo.channels.models import CHANNEL_KINDS, ChannelAccount
+from allo.channels.outbound import Connection
+from allo.channels.registry import network_for
 
 
 async def create_channel_account(
@@ -57,3 +60,28 @@ async def list_channel_accounts(session: AsyncSession, account_id: int) -> list[
         .order_by(ChannelAccount.id)
     )
     return list(rows.all())
+
+
+def connect(
+    channel_account: ChannelAccount, cipher: CredentialsCipher, http: httpx.AsyncClient
+) -> Connection:
+    """The channel account as its network module sees it: credentials decrypted, and the
+    network's API address (the account's `api_url` setting, else the network's own)."""
+    network = network_for(channel_account.kind)
+    if network is None:
+        raise ValueError(f"{channel_account.kind} channels have no network to connect to")
+    credentials = (
+        cipher.decrypt(channel_account.credentials_encrypted)
+        if channel_account.credentials_encrypted
+        else {}
+    )
+    api_url = str(channel_account.settings.get("api_url") or network.DEFAULT_API_URL)
+    return Connection(
+        channel_account_id=channel_account.id,
+        kind=channel_account.kind,
+        external_id=channel_account.external_id,
+        credentials=credentials,
+        settings=dict(channel_account.settings),
+        api_url=api_url.rstrip("/"),
+        http=http,
+    )

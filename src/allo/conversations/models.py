@@ -122,6 +122,11 @@ class Conversation(Timestamped, Base):
     # What triage read in the messages the customer waits on (urgent, sentiment, churn…), as
     # routing last saw it: the queue's order reads it without going through every message.
     waiting_triage: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    # Channels (allo.channels): the customer's id on the network, where private messages to
+    # them go (a PSID, a wa_id, an X user id), and when a public thread was taken private
+    # (a private reply to a comment): the customer's private answers then join it.
+    recipient_id: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    private_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Message(Timestamped, Base):
@@ -198,3 +203,7 @@ class Message(Timestamped, Base):
     triaged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     """For messages written in Allo (replies, notes): the composer's key."""
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """The customer deleted or unsent it on the network; Allo keeps what it received."""
+    reaction: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The emoji the customer reacted to this message with."""

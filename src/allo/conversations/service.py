@@ -38,7 +38,11 @@ STATE_COLUMNS = (
     "last_response_at",
     "last_message_at",
     "resolved_at",
+    "recipient_id",
 )
+# Networks where a customer's public id is also where a private message reaches them (on
+# Facebook a commenter's id is not their Messenger id: a private reply finds that one).
+PUBLIC_ID_IS_PRIVATE = frozenset({"x", "instagram"})
 
 
 class ThreadNotFound(LookupError):
@@ -64,6 +68,8 @@ class Thread:
     last_response_at: datetime | None
     last_message_at: datetime
     resolved_at: datetime | None
+    recipient_id: str | None = None
+    private_since: datetime | None = None
     new: bool = False
     changed: bool = False
 
@@ -76,8 +82,14 @@ class Thread:
             channel=row.channel,
             visibility=row.visibility,
             contact_id=row.contact_id,
+            private_since=row.private_since,
             **{name: getattr(row, name) for name in STATE_COLUMNS},
         )
+
+    @property
+    def takes_private_messages(self) -> bool:
+        """Private in itself, or a public thread taken private by a private reply."""
+        return self.visibility == "private" or self.private_since is not None
 
     def receive(self, message: InboundMessage) -> None:
         """What a new message changes: activity, waiting clock, first and last response."""
@@ -90,6 +102,10 @@ class Thread:
             self._customer_wrote(sent_at)
         else:
             self._brand_answered(sent_at)
+        if message.contact is not None and (
+            message.visibility == "private" or self.channel in PUBLIC_ID_IS_PRIVATE
+        ):
+            self.recipient_id = message.contact.platform_id
 
     def _customer_wrote(self, sent_at: datetime) -> None:
         self.last_inbound_at = max(self.last_inbound_at or sent_at, sent_at)
@@ -128,6 +144,7 @@ class Thread:
             "visibility": self.visibility,
             "contact_id": self.contact_id,
             "labels": [],
+            "private_since": self.private_since,
             **{name: getattr(self, name) for name in STATE_COLUMNS},
         }
 
@@ -163,6 +180,7 @@ class Threads:
     _conversation_ids: list[int] = field(default_factory=list)
     _message_ids: list[int] = field(default_factory=list)
     _with_messages: set[int] = field(default_factory=set)
+    _stored_keys: list[tuple[int, str]] = field(default_factory=list)
 
     async def load(
         self, batch: Sequence[tuple[ChannelAccount, int | None, InboundMessage]]
@@ -222,7 +240,7 @@ class Threads:
         rows = await self.session.scalars(
             select(Conversation)
             .where(
-                Conversation.visibility == "private",
+                or_(Conversation.visibility == "private", Conversation.private_since.is_not(None)),
                 pairs_match(Conversation.channel_account_id, Conversation.contact_id, pairs),
             )
             .order_by(
@@ -237,7 +255,7 @@ class Threads:
         self.threads[thread.id] = thread
         if thread.thread_key is not None:
             self.by_key.setdefault((thread.channel_account_id, thread.thread_key), thread)
-        if thread.visibility == "private":
+        if thread.takes_private_messages:
             key = (thread.channel_account_id, thread.contact_id)
             current = self.latest_private.get(key)
             if current is None or current.id < thread.id:
@@ -255,6 +273,8 @@ class Threads:
         - Email: by In-Reply-To and References only.
         - Other private channels: one conversation per channel account and contact, reopened
           when the contact writes within the reopen window of its resolution, new after it.
+          A public thread the brand took private (a private reply to a comment) counts as
+          that conversation: public → private → public stays one conversation.
         """
         ca = channel_account.id
         answered = next(
@@ -363,7 +383,16 @@ class Threads:
         )
         return message_id
 
+    def stored_keys(self) -> list[tuple[int, str]]:
+        """(channel account, external id) of the messages this batch stored."""
+        return self._stored_keys
+
     async def flush(self) -> None:
+        self._stored_keys += [
+            (m["channel_account_id"], m["external_id"])
+            for m in self.new_messages
+            if m["external_id"]
+        ]
         await bulk.insert_rows(
             self.session, Conversation, [t.row() for t in self.threads.values() if t.new]
         )

@@ -12,10 +12,11 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
-from allo.channels.inbound import InboundMessage
+from allo.channels.inbound import InboundMessage, StatusUpdate
 from allo.channels.models import ChannelAccount
 from allo.channels.registry import parser_for
 from allo.contacts import service as contacts
+from allo.conversations import delivery
 from allo.conversations import service as conversations
 from allo.db import bulk
 from allo.db.engine import Database
@@ -152,16 +153,31 @@ async def _process_together(
     """parse → contacts → threads → messages for a batch; hooks run after commit."""
     outcomes: dict[int, Outcome] = {}
     parsed: list[tuple[InboundEvent, list[InboundMessage]]] = []
+    reported: list[delivery.Reported] = []
     for event in pending:
+        channel_account = channel_accounts[event.channel_account_id]
         try:
             parse = parser_for(event.parser)
-            own_id = channel_accounts[event.channel_account_id].external_id
-            found = parse(event.raw, event.external_id, event.received_at, own_id)
-            parsed.append((event, [m for m in found if isinstance(m, InboundMessage)]))
+            found = parse(
+                event.raw, event.external_id, event.received_at, channel_account.external_id
+            )
         except Exception as error:
             logger.warning("inbound event %s failed: %s", event.id, error)
             outcomes[event.id] = Outcome("failed", error=_describe(error))
+            continue
+        parsed.append((event, [m for m in found if isinstance(m, InboundMessage)]))
+        reported += [
+            delivery.Reported(channel_account, u) for u in found if isinstance(u, StatusUpdate)
+        ]
 
+    echoes = [
+        (channel_accounts[e.channel_account_id], m)
+        for e, ms in parsed
+        for m in ms
+        if m.direction == "out"
+    ]
+    claimed = await delivery.claim_echoes(session, echoes) if echoes else set()
+    parsed = [(e, [m for m in ms if id(m) not in claimed]) for e, ms in parsed]
     placed = [(e, channel_accounts[e.channel_account_id], m) for e, ms in parsed for m in ms]
     with_contact = [(e, ca, m) for e, ca, m in placed if m.contact is not None]
     contact_ids = await contacts.resolve_identities(
@@ -188,6 +204,8 @@ async def _process_together(
             outcome.status = "skipped"
         outcomes[event.id] = outcome
     await threads.flush()
+    await delivery.apply_updates(session, reported)
+    await delivery.apply_waiting(session, threads.stored_keys())
     return outcomes
 
 
