@@ -33,6 +33,10 @@ user_app = typer.Typer(help="Users of an account.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 inbox_app = typer.Typer(help="Inboxes (connected channel accounts).", no_args_is_help=True)
 intake_app = typer.Typer(help="Inbound events: failures and retries.", no_args_is_help=True)
+channel_app = typer.Typer(
+    help="Social and messaging channels (X, Facebook, Messenger, Instagram, WhatsApp).",
+    no_args_is_help=True,
+)
 for sub, name in (
     (db_app, "db"),
     (account_app, "account"),
@@ -40,6 +44,7 @@ for sub, name in (
     (token_app, "token"),
     (inbox_app, "inbox"),
     (intake_app, "intake"),
+    (channel_app, "channel"),
     (triage_app, "triage"),
 ):
     app.add_typer(sub, name=name)
@@ -285,6 +290,145 @@ def inbox_create(
             typer.echo(run(create(url)))
         except ValueError as error:
             raise typer.BadParameter(str(error)) from None
+
+
+def _option(help_text: str) -> Any:
+    return typer.Option(help=help_text)
+
+
+@channel_app.command("add")
+def channel_add(
+    kind: Annotated[str, typer.Argument(help="x, facebook, messenger, instagram or whatsapp")],
+    account: AccountOption,
+    external_id: Annotated[
+        str,
+        typer.Option(
+            "--external-id",
+            help="The brand's id there: page id, Instagram account id, WhatsApp phone number "
+            "id, X user id.",
+        ),
+    ],
+    name: Annotated[str | None, _option("How agents see it (default: kind and id).")] = None,
+    access_token: Annotated[str | None, _option("Page, system-user or X user token.")] = None,
+    app_secret: Annotated[str | None, _option("Meta app secret (signs webhooks).")] = None,
+    verify_token: Annotated[str | None, _option("Meta verify token (default: random).")] = None,
+    consumer_secret: Annotated[str | None, _option("X consumer secret (CRC, signatures).")] = None,
+    api_url: Annotated[str | None, _option("The network's API address (default: its own).")] = None,
+    poll_seconds: Annotated[
+        int | None, _option("Poll the network this often, where webhooks cannot deliver.")
+    ] = None,
+    waba_id: Annotated[str | None, _option("WhatsApp Business Account id (health check).")] = None,
+    page_id: Annotated[str | None, _option("Instagram: the Facebook Page it is linked to.")] = None,
+) -> None:
+    """Connect a channel account; prints its id, webhook URL and verify token."""
+    from allo.channels import service as channels
+    from allo.channels.credentials import CredentialsCipher, load_key
+
+    settings = get_settings()
+    credentials = {
+        "access_token": access_token or "",
+        "app_secret": app_secret or "",
+        "verify_token": verify_token or "",
+        "consumer_secret": consumer_secret or "",
+    }
+    extra = {
+        "api_url": api_url,
+        "poll_seconds": poll_seconds,
+        "waba_id": waba_id,
+        "page_id": page_id,
+    }
+    channel_settings: dict[str, object] = {k: v for k, v in extra.items() if v is not None}
+
+    async def connect(url: str) -> tuple[int, str | None]:
+        cipher = CredentialsCipher(load_key(settings))
+        async with one_off_session(url) as session:
+            channel = await channels.connect_channel(
+                session,
+                account,
+                kind,
+                name or f"{kind} {external_id}",
+                external_id,
+                credentials,
+                cipher,
+                channel_settings,
+            )
+            stored = cipher.decrypt(channel.credentials_encrypted or b"")
+            return channel.id, stored.get("verify_token")
+
+    with database(settings) as url:
+        try:
+            channel_id, token = run(connect(url))
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    typer.echo(f"channel {channel_id}")
+    typer.echo(f"webhook URL: {channels.webhook_url(base, channel_id)}")
+    if token:
+        typer.echo(f"verify token: {token}")
+
+
+@channel_app.command("list")
+def channel_list(account: Annotated[int | None, _option("Only this account.")] = None) -> None:
+    """The connected channel accounts and their last health check."""
+    from sqlalchemy import select
+
+    from allo.channels.models import ChannelAccount
+
+    async def listing(url: str) -> None:
+        async with one_off_session(url) as session:
+            query = select(ChannelAccount).order_by(ChannelAccount.id)
+            if account is not None:
+                query = query.where(ChannelAccount.account_id == account)
+            for channel in await session.scalars(query):
+                typer.echo(
+                    f"{channel.id}\taccount {channel.account_id}\t{channel.kind}\t"
+                    f"{channel.external_id}\t{channel.name}\t{_health_line(channel.health)}"
+                )
+
+    with database(get_settings()) as url:
+        run(listing(url))
+
+
+def _health_line(health: dict[str, Any] | None) -> str:
+    if health is None:
+        return "not checked"
+    if health.get("ok"):
+        return f"ok (checked {health.get('checked_at')})"
+    return "BROKEN: " + "; ".join(health.get("problems") or ["no answer"])
+
+
+@channel_app.command("check")
+def channel_check(channel_id: Annotated[int, typer.Argument(help="Channel id.")]) -> None:
+    """Check a connection now (token, permissions, webhook subscription); exits 1 if broken."""
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from allo.channels import service as channels
+    from allo.channels.credentials import CredentialsCipher, load_key
+    from allo.channels.models import ChannelAccount
+
+    settings = get_settings()
+
+    async def checking(url: str) -> dict[str, Any] | None:
+        cipher = CredentialsCipher(load_key(settings))
+        async with one_off_session(url) as session, httpx.AsyncClient(timeout=20) as http:
+            channel = await session.get(ChannelAccount, channel_id)
+            if channel is None:
+                return None
+            health = await channels.check(session, channel, cipher, http, datetime.now(UTC))
+            return channels.health_of(health)
+
+    with database(settings) as url:
+        health = run(checking(url))
+    if health is None:
+        raise typer.BadParameter(f"no channel {channel_id}")
+    typer.echo(_health_line(health))
+    for key in ("subscribed", "token_expires_at"):
+        if health.get(key) is not None:
+            typer.echo(f"{key.replace('_', ' ')}: {health[key]}")
+    if not health["ok"]:
+        raise typer.Exit(1)
 
 
 @intake_app.command("list")

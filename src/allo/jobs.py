@@ -15,14 +15,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import procrastinate
 from procrastinate import JobContext, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
+from allo.channels import service as channels
+from allo.channels.credentials import CredentialsCipher, load_key
 from allo.db.engine import Database, libpq_url
 from allo.intake import service as intake
+from allo.replies.sender import Sender
 from allo.routing import service as routing
 from allo.routing.timers import TimerLoop
 from allo.settings import Settings
@@ -39,11 +43,18 @@ ASSESS_MESSAGES = "triage.assess"
 TRIAGE_QUEUE = "triage"
 ROUTE_CONVERSATIONS = "routing.route"
 ROUTING_QUEUE = "routing"
+SEND_REPLIES = "outbox.send"
+OUTBOX_QUEUE = "outbox"
+CHANNELS_QUEUE = "channels"
+HEALTH_CHECK_EVERY = timedelta(minutes=15)
+NETWORK_TIMEOUT_SECONDS = 20.0
 WORKER_RESTART_SECONDS = 1.0
 # Job workers of one `allo worker` process: name, queues, jobs run at once.
 WORKERS = (
     ("intake", (INTAKE_QUEUE,), 1),
     ("background", (TRIAGE_QUEUE, ROUTING_QUEUE), 2),
+    # Replies wait on networks' answers: never behind triage, and one sender at a time.
+    ("outbox", (OUTBOX_QUEUE, CHANNELS_QUEUE), 1),
 )
 TIMER_STOP_SECONDS = 5.0
 
@@ -55,6 +66,27 @@ class Runtime:
     settings: Settings
     db: Database
     _assessor: Assessor | None = None
+    _sender: Sender | None = None
+    _http: httpx.AsyncClient | None = None
+
+    @property
+    def cipher(self) -> CredentialsCipher:
+        return CredentialsCipher(load_key(self.settings))
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One client for every network call: its connections are reused."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=NETWORK_TIMEOUT_SECONDS)
+        return self._http
+
+    @property
+    def sender(self) -> Sender:
+        if self._sender is None:
+            self._sender = Sender(
+                self.db, self.cipher, self.http, self.settings.outbox_max_attempts
+            )
+        return self._sender
 
     @property
     def assessor(self) -> Assessor:
@@ -156,6 +188,54 @@ async def sweep_routing(context: JobContext, timestamp: int) -> None:
         logger.info("routing: %s conversations of offline agents back to the queue", released)
         await defer_once(ROUTE_CONVERSATIONS)
     await routing.fill_all(runtime.db, now)
+
+
+@app.task(name=SEND_REPLIES, queue=OUTBOX_QUEUE, pass_context=True)
+async def send_replies(context: JobContext) -> None:
+    await _send_due(_runtime(context))
+
+
+async def _send_due(runtime: Runtime) -> None:
+    report = await runtime.sender.send_due()
+    if report.done:
+        logger.info(
+            "outbox: %s sent, %s to retry, %s failed, %s reconciled",
+            report.sent,
+            report.retried,
+            report.failed,
+            report.reconciled,
+        )
+
+
+@app.periodic(cron="* * * * * */5")
+@app.task(name="outbox.sweep", queue=OUTBOX_QUEUE, pass_context=True)
+async def sweep_outbox(context: JobContext, timestamp: int) -> None:
+    """Retries come due, and leases of interrupted sends run out, without anyone asking."""
+    await _send_due(_runtime(context))
+
+
+@app.periodic(cron="*/1 * * * *")
+@app.task(name="channels.watch", queue=CHANNELS_QUEUE, pass_context=True)
+async def watch_channels(context: JobContext, timestamp: int) -> None:
+    """Poll the channels that poll, and check each connection's health now and then."""
+    runtime = _runtime(context)
+    if await channels.poll_due(runtime.db, runtime.cipher, runtime.http):
+        await defer_intake_processing()
+    await channels.check_all(runtime.db, runtime.cipher, runtime.http, HEALTH_CHECK_EVERY)
+
+
+async def defer_sending() -> None:
+    """Send a reply just written soon; the sweep does it anyway."""
+    try:
+        await defer_once(SEND_REPLIES)
+    except Exception:
+        logger.warning("could not defer sending", exc_info=True)
+
+
+async def defer_after_reply() -> None:
+    """A reply was written: routing reads its conversation again, and the outbox sends it."""
+    await defer_routing()
+    await defer_sending()
 
 
 async def defer_intake_processing() -> None:

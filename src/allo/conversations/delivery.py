@@ -170,7 +170,7 @@ def _apply(session: AsyncSession, message: Message, update: StatusUpdate | Deliv
     elif kind == "failed":
         if message.direction == "out" and RANK.get(message.delivery_status, 0) < RANK["delivered"]:
             message.delivery_status = "failed"
-            _notify_failed(session, message, error or "the network did not deliver it")
+            notify_failed(session, message, error or "the network did not deliver it")
     elif (
         message.direction == "out"
         and message.delivery_status != "failed"
@@ -179,7 +179,7 @@ def _apply(session: AsyncSession, message: Message, update: StatusUpdate | Deliv
         message.delivery_status = kind
 
 
-def _notify_failed(session: AsyncSession, message: Message, reason: str) -> None:
+def notify_failed(session: AsyncSession, message: Message, reason: str) -> None:
     """Whoever wrote a reply the network did not deliver is told why."""
     session.add(
         Notification(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Annotated
@@ -10,7 +11,10 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
 from allo.channels import api as api_channel
+from allo.channels import registry
 from allo.channels import service as channels
+from allo.channels.registry import network_for
+from allo.channels.signatures import SignatureInvalid, SignatureMissing
 from allo.intake import service as intake
 from allo.intake.models import EVENT_STATUSES
 from allo.intake.schemas import Accepted, InboundEventOut, RetryRequest, RetryResult
@@ -21,6 +25,13 @@ from allo.web.state import AppState, State
 router = APIRouter(prefix="/api/v1", tags=["intake"])
 
 KEPT_HEADERS = ("content-type", "user-agent", "idempotency-key", "x-request-id")
+# What a network's webhook keeps besides the body: its signature proves the bytes later.
+WEBHOOK_HEADERS = (
+    "content-type",
+    "user-agent",
+    "x-hub-signature-256",
+    "x-twitter-webhooks-signature",
+)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -153,3 +164,84 @@ async def retry_events(owner: Owner, state: State, body: RetryRequest) -> RetryR
     if requeued:
         state.kicker.poke()
     return RetryResult(requeued=requeued)
+
+
+webhooks = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+async def _listening(state: AppState, channel_account_id: int) -> channels.Listening:
+    found = state.webhooks.get(channel_account_id)
+    if found is None:
+        async with state.db.sessions() as session:
+            found = await channels.listening(session, channel_account_id, state.cipher)
+        if found is None:
+            raise ApiError(404, "not_found", f"no social channel {channel_account_id}")
+        state.webhooks.put(channel_account_id, found)
+    return found
+
+
+def _network(listening: channels.Listening) -> registry.Network:
+    network = network_for(listening.kind)
+    assert network is not None  # `channels.listening` returns only kinds with a network
+    return network
+
+
+@webhooks.get(
+    "/{channel_account_id}",
+    summary="The network's subscription check (Meta's hub.challenge, X's CRC)",
+    responses={403: {"description": "Wrong verify token or challenge"}},
+)
+async def webhook_handshake(channel_account_id: int, request: Request) -> Response:
+    state: AppState = request.app.state.allo
+    listening = await _listening(state, channel_account_id)
+    try:
+        body, media_type = _network(listening).handshake(
+            request.query_params, listening.credentials
+        )
+    except (SignatureMissing, SignatureInvalid) as refused:
+        raise ApiError(403, "forbidden", str(refused)) from None
+    return Response(body, media_type=media_type)
+
+
+@webhooks.post(
+    "/{channel_account_id}",
+    summary="Events from a social or messaging network (signed)",
+    responses={
+        401: {"description": "No signature"},
+        403: {"description": "A signature that does not match the body"},
+        404: {"description": "No such channel"},
+        413: {"description": "Body over the size limit"},
+        503: {"description": "Database unavailable: the network delivers again"},
+    },
+)
+async def receive_webhook(channel_account_id: int, request: Request) -> Response:
+    """The signature is checked on the exact bytes; the event is then stored raw and committed
+    before the 200. The same bytes delivered again store nothing new."""
+    state: AppState = request.app.state.allo
+    listening = await _listening(state, channel_account_id)
+    raw = await read_body(request, state.settings.max_body_bytes)
+    network = _network(listening)
+    try:
+        network.verify(request.headers, raw, listening.credentials)
+    except SignatureMissing as missing:
+        raise ApiError(401, "unauthorized", str(missing)) from None
+    except SignatureInvalid as invalid:
+        raise ApiError(403, "forbidden", str(invalid)) from None
+    headers = {name: request.headers[name] for name in WEBHOOK_HEADERS if name in request.headers}
+    recorded = await state.recorder.record(
+        intake.NewEvent(
+            account_id=listening.account_id,
+            channel_account_id=listening.channel_account_id,
+            parser=network.PARSER,
+            external_id="sha256:" + hashlib.sha256(raw).hexdigest(),
+            raw=raw,
+            content_type=request.headers.get("content-type"),
+            headers=headers,
+        )
+    )
+    if not recorded.duplicate:
+        state.kicker.poke()
+    return Response(
+        json.dumps({"event_id": recorded.event_id, "duplicate": recorded.duplicate}),
+        media_type="application/json",
+    )

@@ -15,7 +15,7 @@ from allo.conversations import service as conversations
 from allo.conversations.models import Message
 from allo.conversations.routes import Openable, conversation_context
 from allo.conversations.schemas import MessageOut
-from allo.jobs import defer_routing
+from allo.jobs import defer_after_reply
 from allo.replies import service as replies
 from allo.replies.models import OutboxEntry
 from allo.replies.schemas import (
@@ -88,7 +88,7 @@ async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State)
         if written is None:
             raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
         result = _reply_out(written)
-    await defer_routing()
+    await defer_after_reply()
     return result
 
 
@@ -140,7 +140,7 @@ async def decide(entry_id: int, decision: Decision, owner: Owner, state: State) 
         entry = await session.get(OutboxEntry, entry_id)
         assert entry is not None
         result = _entry_out(entry, message)
-    await defer_routing()
+    await defer_after_reply()
     return result
 
 
@@ -183,7 +183,7 @@ async def reply_page(
     else:
         if written is None:
             return render(request, "not_found.html", agent.language, {"agent": agent}, 404)
-        await defer_routing()
+        await defer_after_reply()
         return RedirectResponse(f"/conversations/{conversation_id}#composer", status_code=303)
     context = await conversation_context(state, agent, conversation_id)
     if context is None:
@@ -226,7 +226,7 @@ async def decide_page(
     except (LookupError, replies.ApprovalError):
         pass
     else:
-        await defer_routing()
+        await defer_after_reply()
     return RedirectResponse("/outbox", status_code=303)
 
 
@@ -388,7 +388,7 @@ async def send_template(
         if written is None:
             raise ApiError(404, "not_found", f"no conversation {conversation_id} in this account")
         result = _reply_out(written)
-    await defer_routing()
+    await defer_after_reply()
     return result
 
 
@@ -419,7 +419,7 @@ async def send_template_page(
     except replies.ReplyError as error:
         problem = f"?template_error={error.field}"
     else:
-        await defer_routing()
+        await defer_after_reply()
     return RedirectResponse(f"/conversations/{conversation_id}{problem}#composer", 303)
 
 

@@ -36,6 +36,11 @@ class ChannelCheck:
     problems: list[str] = field(default_factory=list)  # too_long, window_closed
 
 
+def _network_rules(channel: str, visibility: str) -> str:
+    """A Facebook page's private messages are Messenger's, with Messenger's rules."""
+    return "messenger" if channel == "facebook" and visibility == "private" else channel
+
+
 def length_of(channel: str, text: str, visibility: str = "public") -> int:
     if channel == "x" and visibility == "public":
         return int(parse_tweet(text).weightedLength)
@@ -43,6 +48,7 @@ def length_of(channel: str, text: str, visibility: str = "public") -> int:
 
 
 def limit_of(channel: str, visibility: str) -> int | None:
+    channel = _network_rules(channel, visibility)
     if visibility == "private" and channel in MAX_PRIVATE_LENGTH:
         return MAX_PRIVATE_LENGTH[channel]
     return MAX_LENGTH.get(channel)
@@ -52,6 +58,7 @@ def window_of(
     channel: str, visibility: str, last_inbound_at: datetime | None, now: datetime
 ) -> tuple[str, datetime | None]:
     """Whether a private message may be sent now, and until when."""
+    channel = _network_rules(channel, visibility)
     if channel not in WINDOWED or visibility == "public" or last_inbound_at is None:
         return "none", None
     standard = last_inbound_at + STANDARD_WINDOW

@@ -152,6 +152,8 @@ async def write(
     await session.flush()
     if kind != "note":
         payload = _sending_rules(conversation, visibility, now)
+        if visibility == "private" and conversation.visibility == "public":
+            payload |= await _taken_private(session, conversation, now)
         await _queue(session, conversation, message, key, now, held, payload)
         if not held:
             _answered(conversation, author, now)
@@ -229,6 +231,33 @@ def _sending_rules(conversation: Conversation, visibility: str, now: datetime) -
     24 hours goes with the human-agent tag."""
     window, _ = rules.window_of(conversation.channel, visibility, conversation.last_inbound_at, now)
     return {"tag": "HUMAN_AGENT"} if window == "human_agent" else {}
+
+
+# Where a private answer to a public post is a "private reply" to the customer's comment
+# (the network then opens the private thread); elsewhere it is a direct message.
+PRIVATE_REPLY_NETWORKS = ("facebook", "instagram")
+
+
+async def _taken_private(
+    session: AsyncSession, conversation: Conversation, now: datetime
+) -> dict[str, Any]:
+    """A public thread answered in private: the customer's private answers will join it, and
+    on Facebook and Instagram the message goes as a private reply to their latest comment."""
+    conversation.private_since = conversation.private_since or now
+    if conversation.channel not in PRIVATE_REPLY_NETWORKS:
+        return {}
+    comment = await session.scalar(
+        select(Message.external_id)
+        .where(
+            Message.conversation_id == conversation.id,
+            Message.direction == "in",
+            Message.visibility == "public",
+            Message.external_id.is_not(None),
+        )
+        .order_by(Message.sent_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    return {"private_reply_to": comment} if comment else {}
 
 
 def _visibility(kind: str, conversation: Conversation) -> str:

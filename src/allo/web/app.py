@@ -19,6 +19,7 @@ from allo import __version__, jobs
 from allo.accounts.routes import pages as account_pages
 from allo.accounts.routes import router as account_routes
 from allo.channels.api import ApiInboundMessage
+from allo.channels.credentials import CredentialsCipher, load_key
 from allo.channels.routes import pages as channel_pages
 from allo.channels.routes import router as inbox_routes
 from allo.contacts.routes import pages as contact_pages
@@ -27,6 +28,7 @@ from allo.conversations.routes import pages as conversation_pages
 from allo.conversations.routes import router as conversation_routes
 from allo.db.engine import connect, libpq_url
 from allo.intake.routes import router as intake_routes
+from allo.intake.routes import webhooks as webhook_routes
 from allo.intake.service import Recorder
 from allo.replies.routes import pages as reply_pages
 from allo.replies.routes import router as reply_routes
@@ -61,6 +63,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=Recorder(libpq_url(settings.database_url)),
         tokens=TtlCache(settings.auth_cache_seconds),
         inboxes=TtlCache(settings.auth_cache_seconds),
+        webhooks=TtlCache(settings.auth_cache_seconds),
+        cipher=CredentialsCipher(load_key(settings)),
         realtime=Realtime(libpq_url(settings.database_url)),
         sign_ins=SignInThrottle(),
     )
@@ -118,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         page_routes,
         intake_routes,
+        webhook_routes,
         inbox_routes,
         conversation_routes,
         contact_routes,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from allo.channels.credentials import CredentialsCipher
 from allo.db.engine import Database
 from allo.intake.service import Recorder
 from allo.jobs import IntakeKicker
@@ -15,6 +16,7 @@ from allo.web.realtime import Realtime
 
 if TYPE_CHECKING:
     from allo.accounts.service import TokenOwner
+    from allo.channels.service import Listening
     from allo.web.auth import SignInThrottle, TtlCache
 
 
@@ -26,6 +28,8 @@ class AppState:
     recorder: Recorder
     tokens: TtlCache[str, TokenOwner]
     inboxes: TtlCache[tuple[int, int], str]
+    webhooks: TtlCache[int, Listening]
+    cipher: CredentialsCipher
     realtime: Realtime
     sign_ins: SignInThrottle
 
