@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,8 @@ from allo.intake import service as intake
 from allo.settings import Settings
 from allo.web.app import create_app
 
+ALLO = Path(sys.executable).parent / "allo"
+RunAllo = Callable[..., subprocess.CompletedProcess[str]]
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 TABLES = (
@@ -163,3 +167,33 @@ def auth(token: str) -> dict[str, str]:
 
 async def process(db: Database, settings: Settings) -> intake.ProcessReport:
     return await intake.process_all(db, settings.intake_batch_size, settings.reopen_window)
+
+
+def allo(
+    url: str, data_dir: Path, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ALLO_")}
+    env |= {
+        "ALLO_DATABASE_URL": url,
+        "ALLO_DATA_DIR": str(data_dir),
+        "COLUMNS": "250",
+        "NO_COLOR": "1",
+    }
+    # The working directory is the data folder: no .env of the repository is read.
+    return subprocess.run(
+        [str(ALLO), *args],
+        env=env,
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def run_allo(database_url: str, tmp_path: Path) -> RunAllo:
+    def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return allo(database_url, tmp_path, *args, timeout=timeout)
+
+    return run

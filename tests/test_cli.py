@@ -6,8 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +20,9 @@ from allo.db import migrate
 from allo.db.engine import Database, libpq_url
 from allo.intake import service as intake
 from allo.settings import Settings
-from tests.conftest import auth, process
+from tests.conftest import ALLO, RunAllo, allo, auth, process
 
-ALLO = Path(sys.executable).parent / "allo"
 BOX = re.compile(r"[│╭╮╰╯─]")
-RunAllo = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def free_port() -> int:
@@ -38,36 +34,6 @@ def free_port() -> int:
 def flat(text: str) -> str:
     """Output without the boxes and line wrapping of rich, so messages read on one line."""
     return " ".join(BOX.sub(" ", text).split())
-
-
-def allo(
-    url: str, data_dir: Path, *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("ALLO_")}
-    env |= {
-        "ALLO_DATABASE_URL": url,
-        "ALLO_DATA_DIR": str(data_dir),
-        "COLUMNS": "250",
-        "NO_COLOR": "1",
-    }
-    # The working directory is the data folder: no .env of the repository is read.
-    return subprocess.run(
-        [str(ALLO), *args],
-        env=env,
-        cwd=data_dir,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture
-def run_allo(database_url: str, tmp_path: Path) -> RunAllo:
-    def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return allo(database_url, tmp_path, *args, timeout=timeout)
-
-    return run
 
 
 def rows(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:

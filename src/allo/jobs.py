@@ -22,6 +22,7 @@ import procrastinate
 from procrastinate import JobContext, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 
+from allo.channels import attachments
 from allo.channels import service as channels
 from allo.channels.credentials import CredentialsCipher, load_key
 from allo.db.engine import Database, libpq_url
@@ -46,6 +47,8 @@ ROUTING_QUEUE = "routing"
 SEND_REPLIES = "outbox.send"
 OUTBOX_QUEUE = "outbox"
 CHANNELS_QUEUE = "channels"
+DOWNLOAD_ATTACHMENTS = "attachments.download"
+ATTACHMENTS_QUEUE = "attachments"
 HEALTH_CHECK_EVERY = timedelta(minutes=15)
 NETWORK_TIMEOUT_SECONDS = 20.0
 WORKER_RESTART_SECONDS = 1.0
@@ -55,6 +58,8 @@ WORKERS = (
     ("background", (TRIAGE_QUEUE, ROUTING_QUEUE), 2),
     # Replies wait on networks' answers: never behind triage, and one sender at a time.
     ("outbox", (OUTBOX_QUEUE, CHANNELS_QUEUE), 1),
+    # Downloads of customers' files can be slow: they hold up nothing else.
+    ("attachments", (ATTACHMENTS_QUEUE,), 1),
 )
 TIMER_STOP_SECONDS = 5.0
 
@@ -77,7 +82,9 @@ class Runtime:
     def http(self) -> httpx.AsyncClient:
         """One client for every network call: its connections are reused."""
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=NETWORK_TIMEOUT_SECONDS)
+            # No proxy from the environment: attachments are fetched from the address Allo
+            # checked (allo.channels.attachments), whose certificate is checked by name.
+            self._http = httpx.AsyncClient(timeout=NETWORK_TIMEOUT_SECONDS, trust_env=False)
         return self._http
 
     @property
@@ -121,6 +128,7 @@ async def process_intake(context: JobContext) -> None:
         )
     if report.messages:
         await defer_once(ASSESS_MESSAGES)
+        await defer_once(DOWNLOAD_ATTACHMENTS)
 
 
 @app.task(name=ASSESS_MESSAGES, queue=TRIAGE_QUEUE, pass_context=True)
@@ -173,6 +181,8 @@ async def sweep_intake(context: JobContext, timestamp: int) -> None:
             await defer_once(ASSESS_MESSAGES)
         if await routing.pending_exists(session):
             await defer_once(ROUTE_CONVERSATIONS)
+        if await attachments.pending_exists(session, datetime.now(UTC)):
+            await defer_once(DOWNLOAD_ATTACHMENTS)
 
 
 @app.periodic(cron="* * * * * */5")
@@ -222,6 +232,21 @@ async def watch_channels(context: JobContext, timestamp: int) -> None:
     if await channels.poll_due(runtime.db, runtime.cipher, runtime.http):
         await defer_intake_processing()
     await channels.check_all(runtime.db, runtime.cipher, runtime.http, HEALTH_CHECK_EVERY)
+
+
+@app.task(name=DOWNLOAD_ATTACHMENTS, queue=ATTACHMENTS_QUEUE, pass_context=True)
+async def download_attachments(context: JobContext) -> None:
+    runtime = _runtime(context)
+    report = await attachments.download_pending(runtime.db, runtime.settings, runtime.http)
+    if report.messages:
+        logger.info(
+            "attachments: %s stored, %s refused, %s to retry",
+            report.stored,
+            report.refused,
+            report.retrying,
+        )
+    if report.messages >= attachments.BATCH_SIZE:
+        await defer_once(DOWNLOAD_ATTACHMENTS)
 
 
 async def defer_sending() -> None:

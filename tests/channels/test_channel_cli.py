@@ -11,6 +11,7 @@ import pytest
 
 from allo.channels.credentials import CredentialsCipher, load_key
 from allo.settings import Settings
+from tests.conftest import RunAllo
 from tests.fakes.server import serving
 from tests.fakes.whatsapp_cloud import (
     ACCESS_TOKEN,
@@ -19,7 +20,7 @@ from tests.fakes.whatsapp_cloud import (
     WABA_ID,
     FakeWhatsAppCloud,
 )
-from tests.test_cli import RunAllo, create_account, rows, run_allo  # noqa: F401 (fixture)
+from tests.test_cli import create_account, rows
 
 
 @pytest.fixture

@@ -157,6 +157,15 @@ class Message(Timestamped, Base):
             unique=True,
             postgresql_where=text("idempotency_key IS NOT NULL"),
         ),
+        # Attachments still to download (allo.channels.attachments.PENDING, verbatim).
+        Index(
+            "ix_messages_attachments_pending",
+            "id",
+            postgresql_where=text(
+                "direction = 'in' AND attachments @? '$[*] ? ((exists(@.url) || "
+                "exists(@.media_id)) && !(exists(@.stored)) && !(exists(@.download_error)))'"
+            ),
+        ),
         # The triage queue: customer messages not read yet.
         Index(
             "ix_messages_untriaged",

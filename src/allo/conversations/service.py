@@ -24,6 +24,7 @@ from allo.conversations.models import STATUSES, Conversation, Message
 from allo.db import bulk
 from allo.db.keys import pairs_match
 from allo.db.search import contains_pattern
+from allo.replies.models import OutboxEntry
 from allo.routing.models import Notification, TeamMember
 from allo.routing.service import queue_order
 
@@ -898,8 +899,21 @@ async def workspace_view(
         await contacts_service.possible_duplicates(session, account_id, contact) if contact else []
     )
     notes = await contacts_service.notes_of(session, contact.id) if contact else []
+    failed = [m.id for m in messages if m.delivery_status == "failed"]
+    send_errors = dict(
+        (
+            await session.execute(
+                select(OutboxEntry.message_id, OutboxEntry.last_error).where(
+                    OutboxEntry.message_id.in_(failed)
+                )
+            )
+        ).all()
+        if failed
+        else []
+    )
     return {
         "contact_notes": notes,
+        "send_errors": send_errors,
         "duplicates": duplicates,
         "conversation": conversation,
         "messages": messages,

@@ -66,9 +66,20 @@ def upgrade() -> None:
     )
     op.add_column("messages", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("messages", sa.Column("reaction", sa.String(length=64), nullable=True))
+    op.create_index(
+        "ix_messages_attachments_pending",
+        "messages",
+        ["id"],
+        unique=False,
+        postgresql_where=sa.text(
+            "direction = 'in' AND attachments @? '$[*] ? ((exists(@.url) || "
+            "exists(@.media_id)) && !(exists(@.stored)) && !(exists(@.download_error)))'"
+        ),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_attachments_pending", table_name="messages")
     op.drop_column("messages", "reaction")
     op.drop_column("messages", "deleted_at")
     op.drop_column("conversations", "private_since")
