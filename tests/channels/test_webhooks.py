@@ -3,6 +3,7 @@ statuses applied to the replies they name, in whatever order they come."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +14,14 @@ from sqlalchemy import func, select
 
 from allo.accounts import service as accounts
 from allo.channels import service as channels
+from allo.channels.credentials import CredentialsCipher, load_key
 from allo.channels.models import DeliveryUpdate
+from allo.channels.signatures import x_signature
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
 from allo.intake.models import InboundEvent
 from allo.settings import Settings
-from tests.conftest import process
+from tests.conftest import REPO, SHARED, process
 from tests.fakes.server import serving
 from tests.fakes.whatsapp_channel import (
     CUSTOMER,
@@ -226,3 +229,36 @@ async def test_a_status_that_comes_before_its_message_waits_for_it(
         message = await session.scalar(select(Message).where(Message.external_id == "wamid.LATE"))
     assert message is not None and message.reaction == "❤️"
     assert await count(db, DeliveryUpdate) == 0
+
+
+async def test_x_checks_the_webhook_with_a_crc_and_signs_every_event(
+    client: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    vectors = json.loads((SHARED / "fixtures/signatures/signature_vectors.json").read_text())
+    crc = vectors["x_crc_and_signature"]
+    async with db.transaction() as session:
+        account = await accounts.create_account(session, "Brand")
+        channel = await channels.connect_channel(
+            session, account.id, "x", "@brand", "1400000000000000001",
+            {"access_token": "t", "consumer_secret": crc["consumer_secret"]},
+            CredentialsCipher(load_key(settings)),
+        )  # fmt: skip
+    answer = await client.get(f"/webhooks/{channel.id}", params={"crc_token": crc["crc_token"]})
+    assert answer.status_code == 200 and answer.json() == crc["expected_response"]
+    assert (await client.get(f"/webhooks/{channel.id}")).status_code == 403
+    raw = (REPO / "tests/channels/payloads/x/aaa_mention.json").read_bytes()
+    forged = await client.post(
+        f"/webhooks/{channel.id}",
+        content=raw,
+        headers={"x-twitter-webhooks-signature": "sha256=AAAA"},
+    )
+    assert forged.status_code == 403
+    signature = x_signature(crc["consumer_secret"], raw)
+    accepted = await client.post(
+        f"/webhooks/{channel.id}",
+        content=raw,
+        headers={"x-twitter-webhooks-signature": signature},
+    )
+    assert accepted.status_code == 200
+    report = await process(db, settings)
+    assert report.processed == 1 and report.messages >= 1

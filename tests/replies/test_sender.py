@@ -382,3 +382,25 @@ def test_send_errors_name_their_reason_for_the_agent() -> None:
     error = SendError("blocked", "This person isn't available right now.")
     assert str(error) == "blocked: This person isn't available right now."
     assert error.retryable is False
+
+
+async def test_a_reply_can_quote_the_customers_message_it_answers(
+    client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
+) -> None:
+    conversation_id = await customer_writes(client, db, settings, whatsapp)
+    async with db.transaction() as session:
+        question = await session.scalar(select(Message).where(Message.direction == "in"))
+        assert question is not None
+        written = await replies.write(
+            session, whatsapp.account_id, conversation_id, API, "reply", "C'est parti hier.",
+            replies.new_key(), datetime.now(UTC), in_reply_to_message_id=question.id,
+        )  # fmt: skip
+        assert written is not None
+        with pytest.raises(replies.ReplyError):
+            await replies.write(
+                session, whatsapp.account_id, conversation_id, API, "reply", "Et ceci ?",
+                replies.new_key(), datetime.now(UTC), in_reply_to_message_id=written.message.id,
+            )  # fmt: skip
+    await sender.send_due()
+    [sent] = whatsapp.fake.accepted
+    assert sent["context"] == {"message_id": "wamid.IN1"}

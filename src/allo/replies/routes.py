@@ -73,6 +73,7 @@ async def reply(conversation_id: int, body: ReplyIn, owner: Owner, state: State)
                 datetime.now(UTC),
                 body.seen_message_id,
                 body.confirm_personal_data,
+                body.in_reply_to_message_id,
             )
         except replies.ReplyError as error:
             raise ApiError(422, "invalid", str(error), error.field) from None

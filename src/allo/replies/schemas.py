@@ -30,6 +30,11 @@ class ReplyIn(BaseModel):
         description="The last message the writer saw: a reply is refused (409) when someone "
         "else answered after it.",
     )
+    in_reply_to_message_id: int | None = Field(
+        None,
+        description="The customer's message this reply answers: quoted on WhatsApp, the "
+        "comment or post answered on public threads (default: the customer's latest).",
+    )
 
 
 class ReplyOut(BaseModel):

@@ -93,6 +93,7 @@ async def write(
     now: datetime,
     seen_message_id: int | None = None,
     personal_data_confirmed: bool = False,
+    in_reply_to_message_id: int | None = None,
 ) -> Written | None:
     """A reply to the customer (queued in the outbox, in the conversation's own visibility:
     public under a public post, private in a private thread) or an internal note. None when
@@ -154,6 +155,10 @@ async def write(
         payload = _sending_rules(conversation, visibility, now)
         if visibility == "private" and conversation.visibility == "public":
             payload |= await _taken_private(session, conversation, now)
+        if in_reply_to_message_id is not None:
+            payload["reply_to"] = await _answered_message(
+                session, conversation, in_reply_to_message_id
+            )
         await _queue(session, conversation, message, key, now, held, payload)
         if not held:
             _answered(conversation, author, now)
@@ -231,6 +236,22 @@ def _sending_rules(conversation: Conversation, visibility: str, now: datetime) -
     24 hours goes with the human-agent tag."""
     window, _ = rules.window_of(conversation.channel, visibility, conversation.last_inbound_at, now)
     return {"tag": "HUMAN_AGENT"} if window == "human_agent" else {}
+
+
+async def _answered_message(
+    session: AsyncSession, conversation: Conversation, message_id: int
+) -> str:
+    """The network's id of the customer's message a reply answers."""
+    external_id = await session.scalar(
+        select(Message.external_id).where(
+            Message.id == message_id,
+            Message.conversation_id == conversation.id,
+            Message.direction == "in",
+        )
+    )
+    if not external_id:
+        raise ReplyError("a message of the customer's in this conversation", "in_reply_to")
+    return str(external_id)
 
 
 # Where a private answer to a public post is a "private reply" to the customer's comment
