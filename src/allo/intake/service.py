@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allo import events
 from allo.channels.inbound import InboundMessage, StatusUpdate
 from allo.channels.models import ChannelAccount
-from allo.channels.registry import parser_for
+from allo.channels.registry import NETWORKS, parser_for
 from allo.contacts import service as contacts
 from allo.conversations import delivery
 from allo.conversations import service as conversations
@@ -170,11 +170,12 @@ async def _process_together(
             delivery.Reported(channel_account, u) for u in found if isinstance(u, StatusUpdate)
         ]
 
+    # The brand's own messages, seen again on a network Allo sends through.
     echoes = [
         (channel_accounts[e.channel_account_id], m)
         for e, ms in parsed
         for m in ms
-        if m.direction == "out"
+        if m.direction == "out" and channel_accounts[e.channel_account_id].kind in NETWORKS
     ]
     claimed = await delivery.claim_echoes(session, echoes) if echoes else set()
     parsed = [(e, [m for m in ms if id(m) not in claimed]) for e, ms in parsed]
@@ -205,7 +206,10 @@ async def _process_together(
         outcomes[event.id] = outcome
     await threads.flush()
     await delivery.apply_updates(session, reported)
-    await delivery.apply_waiting(session, threads.stored_keys())
+    await delivery.apply_waiting(
+        session,
+        [(ca, e) for ca, e in threads.stored_keys() if channel_accounts[ca].kind in NETWORKS],
+    )
     return outcomes
 
 
