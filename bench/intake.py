@@ -38,7 +38,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -588,14 +588,27 @@ def backlog_growth(samples: list[dict[str, Any]], until: float) -> float:
 
 
 def run_wrk(
-    args: argparse.Namespace, port: int, load: Load, token: str, workdir: Path
+    args: argparse.Namespace,
+    port: int,
+    load: Load,
+    token: str,
+    workdir: Path,
+    make_script: Callable[[Path], str] | None = None,
+    path: str | None = None,
 ) -> tuple[dict[str, Any], str, float]:
-    """Run wrk until every thread has its answers; returns its numbers, output and CPU seconds."""
-    path = f"/api/v1/inboxes/{load.inbox_id}/messages"
+    """Run wrk until every thread has its answers; returns its numbers, output and CPU seconds.
+
+    `make_script` (given the folder of the threads' done markers) and `path` replace the API
+    channel's script and path (bench/webhooks.py)."""
+    if path is None:
+        path = f"/api/v1/inboxes/{load.inbox_id}/messages"
     markers = workdir / f"wrk-done-{load.name}"
     markers.mkdir()
     script = workdir / f"intake-{load.name}.lua"
-    script.write_text(lua_script(load, args.wrk_threads, args.contacts, token, markers))
+    if make_script is None:
+        script.write_text(lua_script(load, args.wrk_threads, args.contacts, token, markers))
+    else:
+        script.write_text(make_script(markers))
     command = [
         str(shutil.which("wrk")),
         f"-t{args.wrk_threads}",

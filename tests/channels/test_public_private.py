@@ -29,7 +29,10 @@ from tests.fakes.server import serving
 POST = f"{PAGE_ID}_901"
 COMMENTER = "7001"  # the customer's id in the page's feed
 PSID = "26000000000000001"  # the same customer's id in Messenger
-NOW = int(datetime.now(UTC).timestamp())
+
+
+def now() -> int:
+    return int(datetime.now(UTC).timestamp())
 
 
 @pytest.fixture
@@ -73,7 +76,9 @@ def comment(comment_id: str, text: str, at: int) -> dict[str, Any]:
 
 
 def webhook(entry: dict[str, Any]) -> bytes:
-    return json.dumps({"object": "page", "entry": [{"id": PAGE_ID, "time": NOW, **entry}]}).encode()
+    return json.dumps(
+        {"object": "page", "entry": [{"id": PAGE_ID, "time": now(), **entry}]}
+    ).encode()
 
 
 async def deliver(client: httpx.AsyncClient, channel_id: int, raw: bytes) -> None:
@@ -100,7 +105,9 @@ async def test_public_then_private_then_public_stays_one_conversation_with_one_c
     fake.add_comment(f"{POST}_c1", POST, COMMENTER, "Jane Doe", "Where is my refund?", psid=PSID)
 
     await deliver(
-        client, page, webhook({"changes": [comment(f"{POST}_c1", "Where is my refund?", NOW)]})
+        client,
+        page,
+        webhook({"changes": [comment(f"{POST}_c1", "Where is my refund?", now() - 60)]}),
     )
     await process(db, settings)
     async with db.transaction() as session:
@@ -132,7 +139,7 @@ async def test_public_then_private_then_public_stays_one_conversation_with_one_c
     echo = {
         "sender": {"id": PAGE_ID},
         "recipient": {"id": PSID},
-        "timestamp": (NOW + 5) * 1000,
+        "timestamp": (now() + 5) * 1000,
         "message": {
             "is_echo": True,
             "mid": reply.external_id,
@@ -143,12 +150,12 @@ async def test_public_then_private_then_public_stays_one_conversation_with_one_c
     dm = {
         "sender": {"id": PSID},
         "recipient": {"id": PAGE_ID},
-        "timestamp": (NOW + 60) * 1000,
+        "timestamp": (now() + 60) * 1000,
         "message": {"mid": "m_customer_1", "text": "Thanks! My order is 4412."},
     }
     await deliver(client, page, webhook({"messaging": [echo]}))
     await deliver(client, page, webhook({"messaging": [dm]}))
-    again = comment(f"{POST}_c2", "Got it, all sorted now 👍", NOW + 120)
+    again = comment(f"{POST}_c2", "Got it, all sorted now 👍", now() + 120)
     await deliver(client, page, webhook({"changes": [again]}))
     await process(db, settings)
 
@@ -181,7 +188,9 @@ async def test_a_public_reply_answers_the_customers_latest_comment_in_the_thread
     fake.add_post(POST, text="Our new store opens today!")
     fake.add_comment(f"{POST}_c1", POST, COMMENTER, "Jane Doe", "Is it open on Sunday?")
     await deliver(
-        client, page, webhook({"changes": [comment(f"{POST}_c1", "Is it open on Sunday?", NOW)]})
+        client,
+        page,
+        webhook({"changes": [comment(f"{POST}_c1", "Is it open on Sunday?", now() - 60)]}),
     )
     await process(db, settings)
     async with db.transaction() as session:
