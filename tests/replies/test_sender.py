@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from allo.channels import service as channels
 from allo.channels.credentials import CredentialsCipher, load_key
 from allo.channels.outbound import SendError
 from allo.channels.registry import network_for
@@ -404,3 +405,31 @@ async def test_a_reply_can_quote_the_customers_message_it_answers(
     await sender.send_due()
     [sent] = whatsapp.fake.accepted
     assert sent["context"] == {"message_id": "wamid.IN1"}
+
+
+async def test_a_network_channel_without_credentials_is_not_connected_nothing_is_sent(
+    client: httpx.AsyncClient, db: Database, settings: Settings, sender: Sender, tenant: Tenant
+) -> None:
+    """The demo's and imports' X or WhatsApp inboxes are fed through the API: their replies
+    wait there, and no webhook can be delivered to them."""
+    async with db.transaction() as session:
+        wa = await channels.create_channel_account(
+            session, tenant.account_id, "whatsapp", "WA", "+331"
+        )
+    pushed = await client.post(
+        f"/api/v1/inboxes/{wa.id}/messages",
+        json={"contact": {"id": "33612"}, "text": "Bonjour"},
+        headers=auth(tenant.token),
+    )
+    assert pushed.status_code == 202
+    await process(db, settings)
+    async with db.transaction() as session:
+        conversation_id = await session.scalar(select(Conversation.id))
+        assert conversation_id is not None
+        written = await replies.write(
+            session, tenant.account_id, conversation_id, API, "reply", "Bonjour !",
+            replies.new_key(), datetime.now(UTC),
+        )  # fmt: skip
+    assert written is not None
+    assert (await sender.send_due()).done == 0
+    assert (await client.post(f"/webhooks/{wa.id}", content=b"{}")).status_code == 404

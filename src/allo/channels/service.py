@@ -115,7 +115,11 @@ async def listening(
 ) -> Listening | None:
     """The channel account a webhook names, when it is one of a network's."""
     channel_account = await session.get(ChannelAccount, channel_account_id)
-    if channel_account is None or network_for(channel_account.kind) is None:
+    if (
+        channel_account is None
+        or network_for(channel_account.kind) is None
+        or channel_account.credentials_encrypted is None
+    ):
         return None
     credentials = (
         cipher.decrypt(channel_account.credentials_encrypted)
@@ -196,7 +200,10 @@ async def check_all(
         ids = list(
             (
                 await session.scalars(
-                    select(ChannelAccount.id).where(ChannelAccount.kind.in_(list(NETWORKS)))
+                    select(ChannelAccount.id).where(
+                        ChannelAccount.kind.in_(list(NETWORKS)),
+                        ChannelAccount.credentials_encrypted.is_not(None),
+                    )
                 )
             ).all()
         )
@@ -231,6 +238,7 @@ async def poll_due(db: Database, cipher: CredentialsCipher, http: httpx.AsyncCli
                 await session.scalars(
                     select(ChannelAccount.id).where(
                         ChannelAccount.kind.in_(list(NETWORKS)),
+                        ChannelAccount.credentials_encrypted.is_not(None),
                         ChannelAccount.settings.has_key(POLL_SETTING),
                     )
                 )

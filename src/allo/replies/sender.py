@@ -47,6 +47,7 @@ _CLAIM = text(
         JOIN channel_accounts ON channel_accounts.id = outbox.channel_account_id
         WHERE outbox.status = :status AND outbox.next_attempt_at <= :now
           AND channel_accounts.kind = ANY(:kinds)
+          AND channel_accounts.credentials_encrypted IS NOT NULL
         ORDER BY outbox.next_attempt_at, outbox.id
         LIMIT :limit
         FOR UPDATE OF outbox SKIP LOCKED
@@ -79,7 +80,10 @@ class Sending:
 
 
 class Sender:
-    """Sends due outbox rows of the channels that have a network module."""
+    """Sends due outbox rows of the channels connected to a network (a network's kind, with
+    credentials). A channel account of such a kind without credentials (the demo's, an
+    import's, one fed through the API) is not connected: its replies stay queued, for the
+    integration that reads them through the API."""
 
     def __init__(
         self, db: Database, cipher: CredentialsCipher, http: httpx.AsyncClient, max_attempts: int
