@@ -930,21 +930,11 @@ def paced_phase(
     sampler.stop()
     if sampler.error is not None:
         raise RuntimeError(f"sampling failed: {sampler.error!r}")
-    seconds = wrk["duration_us"] / 1e6
     return {
         "rate_target": load.rate,
         "events": load.events,
         "connections": load.connections,
-        "requests": wrk["answered"],
-        "seconds": round(seconds, 3),
-        "events_per_s": wrk["answered"] / seconds,
-        "latency_ms": {k: v / 1000 for k, v in wrk["latency_us"].items()},
-        "non_2xx": wrk["non_2xx"],
-        "first_non_2xx": wrk["first_non_2xx"],
-        "socket_errors": {k: wrk[f"{k}_errors"] for k in ("connect", "read", "write", "status")}
-        | {"timeout": wrk["timeouts"]},
-        "late_over_10ms": wrk["late_over_10ms"],
-        "max_lag_ms": wrk["max_lag_ms"],
+        **wrk_figures(wrk),
         "cpu_cores_during_load": cores,
         "processing": {
             "processed": counts.get("processed", 0),
@@ -1109,15 +1099,34 @@ def goals(results: list[dict[str, Any]]) -> list[str]:
 # --- main ----------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+def wrk_figures(wrk: dict[str, Any]) -> dict[str, Any]:
+    """What wrk saw of a load: answers, rate, latencies, errors, pacing."""
+    seconds = wrk["duration_us"] / 1e6
+    return {
+        "requests": wrk["answered"],
+        "seconds": round(seconds, 3),
+        "events_per_s": wrk["answered"] / seconds,
+        "latency_ms": {k: v / 1000 for k, v in wrk["latency_us"].items()},
+        "non_2xx": wrk["non_2xx"],
+        "first_non_2xx": wrk["first_non_2xx"],
+        "socket_errors": {k: wrk[f"{k}_errors"] for k in ("connect", "read", "write", "status")}
+        | {"timeout": wrk["timeouts"]},
+        "late_over_10ms": wrk["late_over_10ms"],
+        "max_lag_ms": wrk["max_lag_ms"],
+    }
+
+
+def add_load_options(
+    parser: argparse.ArgumentParser, events: int, contacts: int, json_path: Path, server_url: str
+) -> None:
+    """The options of a load benchmark (this one and bench/webhooks.py)."""
+    parser.add_argument("--events", type=int, default=events, help="per run and phase")
     parser.add_argument("--targets", default="embedded,server", help="embedded, server or both")
-    parser.add_argument("--server-url", default=DEFAULT_SERVER_URL, help="an admin URL")
+    parser.add_argument("--server-url", default=server_url, help="an admin URL")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--http-workers", type=int, default=1, help="ALLO_HTTP_WORKERS")
-    parser.add_argument("--contacts", type=int, default=1000, help="distinct senders")
+    parser.add_argument("--contacts", type=int, default=contacts, help="distinct senders")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--max-load-seconds", type=int, default=1800, help="wrk -d")
     parser.add_argument("--drain-timeout", type=float, default=1800.0)
@@ -1133,8 +1142,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--paced-events", type=int, default=None, help="default: --events")
     parser.add_argument("--paced-connections", type=int, default=64)
-    parser.add_argument("--json", type=Path, default=BENCH / "results" / "intake.json")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", type=Path, default=json_path)
+
+
+def check_load_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets or set(targets) - {"embedded", "server"}:
         parser.error("--targets: embedded, server or embedded,server")
@@ -1145,6 +1156,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.paced_events is None:
         args.paced_events = args.events
     args.target_list = targets
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_options(parser, 100_000, 1000, BENCH / "results" / "intake.json", DEFAULT_SERVER_URL)
+    args = parser.parse_args(argv)
+    check_load_options(parser, args)
     return args
 
 

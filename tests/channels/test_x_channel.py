@@ -3,6 +3,7 @@ interrupted by a crash settled by asking X, never by posting twice."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from allo.channels.credentials import CredentialsCipher, load_key
 from allo.channels.models import ChannelAccount
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
+from allo.intake import service as intake
 from allo.intake.models import InboundEvent
 from allo.replies import service as replies
 from allo.replies.models import OutboxEntry
@@ -182,3 +184,48 @@ async def test_a_crash_before_x_got_the_reply_sends_it_once_after_looking(
     async with db.sessions() as session:
         entry = await session.scalar(select(OutboxEntry))
     assert entry is not None and entry.status == "sent"
+
+
+async def test_an_echo_stored_before_the_send_was_written_is_merged_into_the_reply(
+    db: Database, settings: Settings, x: Connected, http: httpx.AsyncClient
+) -> None:
+    """X sends the brand's own post back with its link shortened: the text does not match the
+    reply being sent, so the echo is stored first; once the send is settled, one message."""
+    mention_id, message_id = await reply_to_mention(db, settings, x, http)
+    sender = Sender(db, x.cipher, http, 3)
+    [claimed] = await sender._claim("queued", None)
+    connection = channels.connect(claimed.channel_account, x.cipher, http)
+    posted = await x_network.send(connection, claimed.outgoing)  # then the worker dies
+    echo = {
+        "for_user_id": x.fake.own_id,
+        "tweet_create_events": [
+            {
+                "created_at": datetime.now(UTC).strftime("%a %b %d %H:%M:%S +0000 %Y"),
+                "id_str": posted.external_id,
+                "text": "@jane_doe Yes, until 8 pm! https://t.co/abc",
+                "in_reply_to_status_id_str": mention_id,
+                "in_reply_to_user_id_str": CUSTOMER,
+                "user": {"id_str": x.fake.own_id, "screen_name": "AlloCare", "name": "Allo"},
+            }
+        ],
+    }
+    async with db.transaction() as session:
+        await intake.record(
+            session,
+            intake.NewEvent(
+                account_id=claimed.channel_account.account_id,
+                channel_account_id=x.channel_id,
+                parser="x",
+                external_id="echo-1",
+                raw=json.dumps(echo).encode(),
+            ),
+        )
+    await process(db, settings)
+    await expire_leases(db)
+    assert (await sender.send_due()).reconciled == 1
+    async with db.sessions() as session:
+        replies_out = (
+            await session.scalars(select(Message).where(Message.direction == "out"))
+        ).all()
+    assert [(m.id, m.external_id) for m in replies_out] == [(message_id, posted.external_id)]
+    assert len(posted_by_brand(x.fake)) == 1

@@ -55,7 +55,12 @@ CREDENTIALS = (
 )
 DEFAULT_API_URL = "https://api.x.com"
 
-V1_TIME_FORMAT = "%a %b %d %H:%M:%S %z %Y"
+MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
 X_ENTITY = re.compile(r"&(amp|lt|gt);")
 X_ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 MEDIA_TYPES = {"photo": "image", "video": "video", "animated_gif": "video"}
@@ -496,9 +501,15 @@ def _optional_text(value: Any) -> str | None:
 
 
 def _v1_time(value: Any) -> datetime:
+    """X's v1.1 dates ("Wed Oct 10 20:19:24 +0000 2018"), read by hand: `strptime` was a
+    fifth of the time a mention takes to parse, on the intake hot path."""
     try:
-        return datetime.strptime(_string(value, "created_at"), V1_TIME_FORMAT).astimezone(UTC)
-    except ValueError as error:
+        _, month, day, clock, offset, year = _string(value, "created_at").split()
+        if len(offset) != 5 or offset[0] not in "+-":
+            raise ValueError(offset)
+        iso = f"{year}-{MONTHS[month]:02d}-{int(day):02d}T{clock}{offset[:3]}:{offset[3:]}"
+        return datetime.fromisoformat(iso).astimezone(UTC)
+    except (KeyError, ValueError) as error:
         raise ParseError(f"created_at: not an X date: {value!r:.60}") from error
 
 

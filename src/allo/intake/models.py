@@ -26,7 +26,10 @@ EVENT_STATUSES = ("pending", "processed", "failed", "skipped")
 
 
 class InboundEvent(Base):
-    """The exact bytes a channel delivered, kept before anything else happens to them."""
+    """The exact bytes a channel delivered, kept before anything else happens to them.
+
+    The table has `toast_tuple_target = 8160` (migration 0005): bodies up to about 8 KB stay
+    in the row uncompressed."""
 
     __tablename__ = "inbound_events"
     __table_args__ = (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
@@ -254,6 +254,7 @@ async def record_sent(session: AsyncSession, entry_id: int, sent: Sent) -> None:
     conversation = await session.get(Conversation, entry.conversation_id, with_for_update=True)
     assert message is not None and conversation is not None
     if message.external_id is None:
+        await _drop_echo_copy(session, message, sent.external_id)
         message.external_id = sent.external_id
     await delivery.mark_sent(session, message)
     if sent.recipient_id and sent.recipient_id != conversation.recipient_id:
@@ -262,6 +263,20 @@ async def record_sent(session: AsyncSession, entry_id: int, sent: Sent) -> None:
     await session.flush()
     await delivery.apply_waiting(session, [(message.channel_account_id, sent.external_id)])
     await events.announce(session, entry.account_id, "message", [conversation.id])
+
+
+async def _drop_echo_copy(session: AsyncSession, message: Message, external_id: str) -> None:
+    """The network's echo of this reply may have been stored first, as a message of its own
+    (X sends the brand's posts back with links shortened: the text did not match): it is this
+    reply, seen again, and goes."""
+    await session.execute(
+        delete(Message).where(
+            Message.channel_account_id == message.channel_account_id,
+            Message.external_id == external_id,
+            Message.direction == "out",
+            Message.id != message.id,
+        )
+    )
 
 
 async def _join_identity(
