@@ -25,6 +25,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from allo.channels import signatures
+from allo.channels.fields import as_object, list_in
 from allo.channels.inbound import Author, InboundMessage, Parsed, ParseError, StatusUpdate
 from allo.channels.outbound import (
     Connection,
@@ -35,7 +36,7 @@ from allo.channels.outbound import (
     SendError,
     Sent,
 )
-from allo.channels.text import clean_text
+from allo.channels.text import clean_json, clean_text
 
 KINDS = (
     "facebook",
@@ -191,9 +192,9 @@ def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> S
     if kind not in ("page", "instagram"):
         raise ParseError(f"object: expected 'page' or 'instagram', got {kind!r}")
     parsed: list[Parsed] = []
-    for index, item in enumerate(_list(body, "entry", "body")):
+    for index, item in enumerate(list_in(body, "entry", "body")):
         where = f"entry[{index}]"
-        entry = _obj(item, where)
+        entry = as_object(item, where)
         # One delivery may batch several Pages' events: each channel account takes its own.
         if _id(entry.get("id"), f"{where}.id") == own_id:
             parsed.extend(_entry(entry, where, own_id, received_at))
@@ -205,28 +206,28 @@ def _load(raw: bytes) -> JSON:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as error:
         raise ParseError(f"not JSON: {error}") from None
-    return _obj(body, "body")
+    return as_object(body, "body")
 
 
 def _entry(entry: JSON, where: str, own_id: str, received_at: datetime) -> Iterator[Parsed]:
     at = _time(entry.get("time"), f"{where}.time", received_at)
     for key in ("messaging", "standby"):
-        for index, item in enumerate(_list(entry, key, where)):
+        for index, item in enumerate(list_in(entry, key, where)):
             path = f"{where}.{key}[{index}]"
-            yield from _messaging(_obj(item, path), path, own_id, at)
-    for index, item in enumerate(_list(entry, "changes", where)):
+            yield from _messaging(as_object(item, path), path, own_id, at)
+    for index, item in enumerate(list_in(entry, "changes", where)):
         path = f"{where}.changes[{index}]"
-        yield from _change(_obj(item, path), path, own_id, at)
+        yield from _change(as_object(item, path), path, own_id, at)
 
 
 def _messaging(event: JSON, where: str, own_id: str, default_at: datetime) -> Iterator[Parsed]:
-    sender = _id(_obj(event.get("sender"), f"{where}.sender").get("id"), f"{where}.sender.id")
+    sender = _id(as_object(event.get("sender"), f"{where}.sender").get("id"), f"{where}.sender.id")
     recipient = event.get("recipient")
     context = _Event(
         where=where,
         sender=sender,
         recipient=_optional_id(
-            _obj(recipient, f"{where}.recipient").get("id") if recipient is not None else None,
+            as_object(recipient, f"{where}.recipient").get("id") if recipient is not None else None,
             f"{where}.recipient.id",
         ),
         at=_time(event.get("timestamp"), f"{where}.timestamp", default_at),
@@ -234,7 +235,7 @@ def _messaging(event: JSON, where: str, own_id: str, default_at: datetime) -> It
     )
     for key, handler in EVENT_HANDLERS:
         if key in event:
-            yield from handler(_obj(event[key], f"{where}.{key}"), event, context)
+            yield from handler(as_object(event[key], f"{where}.{key}"), event, context)
             return
     if "referral" in event or TECHNICAL_EVENTS & event.keys():
         # A bare referral (the customer opened the thread from a link or an ad) and thread
@@ -253,7 +254,7 @@ def _message(message: JSON, event: JSON, context: _Event) -> Iterator[Parsed]:
     attachments = [
         *(
             _attachment(a, f"{where}.attachments[{i}]")
-            for i, a in enumerate(_list(message, "attachments", where))
+            for i, a in enumerate(list_in(message, "attachments", where))
         ),
         *_extras(message, event, where),
     ]
@@ -264,7 +265,7 @@ def _message(message: JSON, event: JSON, context: _Event) -> Iterator[Parsed]:
     if not text and not attachments:
         text, attachments = (
             "[unsupported: message]",
-            [{"type": "unsupported", "raw": _clean(message)}],
+            [{"type": "unsupported", "raw": clean_json(message)}],
         )
     app_id = message.get("app_id")
     customer = context.recipient if echo else context.sender
@@ -340,7 +341,7 @@ def _reaction(reaction: JSON, event: JSON, context: _Event) -> Iterator[Parsed]:
 def _delivery(delivery: JSON, event: JSON, context: _Event) -> Iterator[Parsed]:
     where = f"{context.where}.delivery"
     at = _time(delivery.get("watermark"), f"{where}.watermark", context.at)
-    mids = [_id(m, f"{where}.mids[{i}]") for i, m in enumerate(_list(delivery, "mids", where))]
+    mids = [_id(m, f"{where}.mids[{i}]") for i, m in enumerate(list_in(delivery, "mids", where))]
     if not mids:
         # Everything sent to this customer before the watermark was delivered.
         yield StatusUpdate("delivered", at=at, recipient_id=context.sender)
@@ -379,7 +380,7 @@ def _unsupported(event: JSON, context: _Event) -> InboundMessage:
         contact=Author(platform_id=context.sender),
         text=f"[unsupported: {clean_text(kind)}]",
         sent_at=context.at,
-        attachments=({"type": "unsupported", "raw": _clean(event)},),
+        attachments=({"type": "unsupported", "raw": clean_json(event)},),
     )
 
 
@@ -389,9 +390,9 @@ def _synthetic_id(kind: str, context: _Event) -> str:
 
 
 def _attachment(item: Any, where: str) -> JSON:
-    found = _obj(item, where)
+    found = as_object(item, where)
     payload = found.get("payload")
-    payload = _obj(payload, f"{where}.payload") if payload is not None else {}
+    payload = as_object(payload, f"{where}.payload") if payload is not None else {}
     kind = _text(found.get("type"), f"{where}.type") or "unknown"
     attachment: JSON = {"type": "sticker" if "sticker_id" in payload else kind}
     url = payload.get("url", found.get("url"))
@@ -402,7 +403,7 @@ def _attachment(item: Any, where: str) -> JSON:
         attachment["title"] = clean_text(title)
     for key in ("sticker_id", "reel_video_id", "attachment_id"):
         if key in payload:
-            attachment[key] = _clean(payload[key])
+            attachment[key] = clean_json(payload[key])
     coordinates = payload.get("coordinates")
     if isinstance(coordinates, dict):
         attachment["latitude"], attachment["longitude"] = (
@@ -410,14 +411,14 @@ def _attachment(item: Any, where: str) -> JSON:
             coordinates.get("long"),
         )
     if not attachment.get("url") and payload:
-        attachment["payload"] = _clean(payload)
+        attachment["payload"] = clean_json(payload)
     return attachment
 
 
 def _extras(message: JSON, event: JSON, where: str) -> Iterator[JSON]:
     quick_reply = message.get("quick_reply")
     if quick_reply is not None:
-        payload = _obj(quick_reply, f"{where}.quick_reply").get("payload")
+        payload = as_object(quick_reply, f"{where}.quick_reply").get("payload")
         yield {"type": "quick_reply", "payload": _text(payload, f"{where}.quick_reply.payload")}
     referral = message.get("referral", event.get("referral"))
     if referral is not None:
@@ -426,17 +427,17 @@ def _extras(message: JSON, event: JSON, where: str) -> Iterator[JSON]:
 
 def _referral(referral: Any, where: str) -> JSON:
     """Where the customer came from (an ad, an m.me link): context for the agent."""
-    return {"type": "referral", "referral": _clean(_obj(referral, where))}
+    return {"type": "referral", "referral": clean_json(as_object(referral, where))}
 
 
 def _reply_to(value: Any, where: str) -> tuple[str | None, JSON | None]:
     """The message answered (a mid), or the story replied to (an attachment)."""
     if value is None:
         return None, None
-    reply_to = _obj(value, where)
+    reply_to = as_object(value, where)
     story = reply_to.get("story")
     if story is not None:
-        story = _obj(story, f"{where}.story")
+        story = as_object(story, f"{where}.story")
         attachment: JSON = {"type": "story", "url": _text(story.get("url"), f"{where}.story.url")}
         story_id = _optional_id(story.get("id"), f"{where}.story.id")
         if story_id:
@@ -447,7 +448,7 @@ def _reply_to(value: Any, where: str) -> tuple[str | None, JSON | None]:
 
 def _change(change: JSON, where: str, own_id: str, default_at: datetime) -> Iterator[Parsed]:
     field = change.get("field")
-    value = _obj(change.get("value"), f"{where}.value")
+    value = as_object(change.get("value"), f"{where}.value")
     path = f"{where}.value"
     if field == "feed":
         yield from _feed(value, path, own_id, default_at)
@@ -512,7 +513,7 @@ def _feed_media(value: JSON, item: str, where: str) -> Iterator[JSON]:
     if link is not None:
         kind = item if item in ("photo", "video") else "link"
         yield {"type": kind, "url": _text(link, f"{where}.link")}
-    for index, url in enumerate(_list(value, "photos", where)):
+    for index, url in enumerate(list_in(value, "photos", where)):
         yield {"type": "photo", "url": _text(url, f"{where}.photos[{index}]")}
 
 
@@ -521,7 +522,7 @@ def _instagram_comment(
 ) -> Iterator[Parsed]:
     media = value.get("media")
     media_id = _optional_id(
-        _obj(media, f"{where}.media").get("id") if media is not None else None,
+        as_object(media, f"{where}.media").get("id") if media is not None else None,
         f"{where}.media.id",
     )
     yield _comment(
@@ -541,7 +542,7 @@ def _from(value: JSON, where: str) -> Author | None:
     sender = value.get("from")
     if sender is None:
         return None
-    sender = _obj(sender, f"{where}.from")
+    sender = as_object(sender, f"{where}.from")
     username = _text(sender.get("username", value.get("username")), f"{where}.from.username")
     return Author(
         platform_id=_id(sender.get("id"), f"{where}.from.id"),
@@ -596,9 +597,9 @@ def _graph_page(body: JSON, own_id: str, received_at: datetime) -> Iterator[Pars
     """A page of `/{page}/feed` or `/{ig-user}/media` as `fetch` polled it: the posts' comments
     (and visitors' posts). Facebook names the text `message` and the time `created_time`;
     Instagram `text` and `timestamp`, and nests replies under their comment."""
-    for index, item in enumerate(_list(body, "data", "body")):
+    for index, item in enumerate(list_in(body, "data", "body")):
         where = f"data[{index}]"
-        post = _obj(item, where)
+        post = as_object(item, where)
         post_id = _id(post.get("id"), f"{where}.id")
         author = _from(post, where)
         if author is not None and author.platform_id != own_id:
@@ -613,9 +614,9 @@ def _graph_comments(
     if comments is None:
         return
     path = f"{where}.comments"
-    for index, item in enumerate(_list(_obj(comments, path), "data", path)):
+    for index, item in enumerate(list_in(as_object(comments, path), "data", path)):
         here = f"{path}.data[{index}]"
-        comment = _obj(item, here)
+        comment = as_object(item, here)
         yield comment, here, nested_in
         yield from _graph_comments(comment.get("replies"), here, _id(comment.get("id"), here))
 
@@ -632,7 +633,7 @@ def _graph_comment(
     (Facebook), `parent_id` (Instagram) or the comment it is nested in."""
     parent = comment.get("parent")
     parent_id = (
-        _obj(parent, f"{where}.parent").get("id")
+        as_object(parent, f"{where}.parent").get("id")
         if parent is not None
         else comment.get("parent_id", nested_in)
     )
@@ -659,21 +660,6 @@ def _graph_id(external_id: str) -> str:
 
 
 # Field readers: a payload of the wrong shape is a ParseError that names the field.
-
-
-def _obj(value: Any, where: str) -> JSON:
-    if not isinstance(value, dict):
-        raise ParseError(f"{where}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def _list(parent: JSON, key: str, where: str) -> list[Any]:
-    value = parent.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ParseError(f"{where}.{key}: expected a list, got {type(value).__name__}")
-    return value
 
 
 def _text(value: Any, where: str) -> str | None:
@@ -717,17 +703,6 @@ def _time(value: Any, where: str, default: datetime) -> datetime:
     except (ValueError, OverflowError, OSError):
         pass
     raise ParseError(f"{where}: not a time: {value!r}"[:DETAIL_LENGTH])
-
-
-def _clean(value: Any) -> Any:
-    """Raw payload kept as JSON: strings without NUL, which PostgreSQL cannot store."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 # --- Graph API calls ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_lib
 import re
+from typing import Any
 
 import nh3
 
@@ -86,3 +87,15 @@ def _attribution_start(value: str, quote: int) -> int:
     if kept == len(lines):
         return quote
     return len("\n".join(lines[:kept])) + 1
+
+
+def clean_json(value: Any) -> Any:
+    """Raw payload kept as JSON (attachments' metadata): every string without NUL, which
+    PostgreSQL's jsonb cannot hold."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    return value

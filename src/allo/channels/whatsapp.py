@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from allo.channels import signatures
+from allo.channels.fields import as_object, list_in
 from allo.channels.inbound import (
     Author,
     InboundMessage,
@@ -29,7 +30,7 @@ from allo.channels.inbound import (
     UpdateKind,
 )
 from allo.channels.outbound import Connection, Fetched, Health, Lookup, Outgoing, SendError, Sent
-from allo.channels.text import clean_text
+from allo.channels.text import clean_json, clean_text
 
 KINDS = ("whatsapp",)
 PARSER = "whatsapp"
@@ -118,16 +119,16 @@ def handshake(query: Mapping[str, str], credentials: Mapping[str, str]) -> tuple
 
 
 def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> Sequence[Parsed]:
-    body = _object(_loads(raw), "body")
+    body = as_object(_loads(raw), "body")
     if body.get("object") != "whatsapp_business_account":
         raise ParseError(
             f"object: expected 'whatsapp_business_account', got {body.get('object')!r}"
         )
     parsed: list[Parsed] = []
     seen: set[object] = set()
-    for entry in _items(body, "entry", "body"):
-        for change in _items(_object(entry, "entry[]"), "changes", "entry[]"):
-            for item in _change(_object(change, "changes[]"), received_at, own_id):
+    for entry in list_in(body, "entry", "body"):
+        for change in list_in(as_object(entry, "entry[]"), "changes", "entry[]"):
+            for item in _change(as_object(change, "changes[]"), received_at, own_id):
                 # Meta may repeat a message or status inside one delivery: keep the first.
                 key = ("message", item.external_id) if isinstance(item, InboundMessage) else item
                 if key not in seen:
@@ -148,25 +149,25 @@ def _change(change: JSON, received_at: datetime, own_id: str) -> list[Parsed]:
     if field not in ("messages", ECHOES_FIELD):
         # Template, quality and account updates say nothing about a conversation.
         return []
-    value = _object(change.get("value"), "changes[].value")
-    metadata = _object(value.get("metadata"), "value.metadata")
+    value = as_object(change.get("value"), "changes[].value")
+    metadata = as_object(value.get("metadata"), "value.metadata")
     if _string(metadata, "phone_number_id", "value.metadata") != own_id:
         # Another number of the same business account: its own channel account parses it.
         return []
-    names = _profile_names(_items(value, "contacts", "value"))
+    names = _profile_names(list_in(value, "contacts", "value"))
     if field == ECHOES_FIELD:
         business_number = metadata.get("display_phone_number")
         return [
-            _echo(_object(echo, "message_echoes[]"), names, business_number, received_at)
-            for echo in _items(value, "message_echoes", "value")
+            _echo(as_object(echo, "message_echoes[]"), names, business_number, received_at)
+            for echo in list_in(value, "message_echoes", "value")
         ]
-    errors = _items(value, "errors", "value")
+    errors = list_in(value, "errors", "value")
     found: list[Parsed] = [
-        _customer_message(_object(message, "messages[]"), names, errors, received_at)
-        for message in _items(value, "messages", "value")
+        _customer_message(as_object(message, "messages[]"), names, errors, received_at)
+        for message in list_in(value, "messages", "value")
     ]
-    for status in _items(value, "statuses", "value"):
-        update = _status(_object(status, "statuses[]"), received_at)
+    for status in list_in(value, "statuses", "value"):
+        update = _status(as_object(status, "statuses[]"), received_at)
         if update is not None:
             found.append(update)
     return found
@@ -261,7 +262,7 @@ def _replied_to(message: JSON) -> str | None:
 
 
 def _reaction(message: JSON, sender: str, at: datetime) -> StatusUpdate:
-    reaction = _object(message.get("reaction"), "messages[].reaction")
+    reaction = as_object(message.get("reaction"), "messages[].reaction")
     emoji = reaction.get("emoji")
     return StatusUpdate(
         kind="reaction",
@@ -273,7 +274,7 @@ def _reaction(message: JSON, sender: str, at: datetime) -> StatusUpdate:
 
 
 def _revoked(message: JSON, at: datetime) -> StatusUpdate:
-    revoke = _object(message.get("revoke"), "revoke")
+    revoke = as_object(message.get("revoke"), "revoke")
     return StatusUpdate(
         kind="deleted", at=at, external_id=_string(revoke, "original_message_id", "revoke")
     )
@@ -524,38 +525,12 @@ def _context_attachments(message: JSON) -> list[JSON]:
 
 def _attachments(found: list[JSON]) -> tuple[JSON, ...]:
     return tuple(
-        _clean_json({key: value for key, value in attachment.items() if value is not None})
+        clean_json({key: value for key, value in attachment.items() if value is not None})
         for attachment in found
     )
 
 
-def _clean_json(value: Any) -> Any:
-    """NUL replaced everywhere, as PostgreSQL's jsonb cannot hold it."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(str(k)): _clean_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean_json(v) for v in value]
-    return value
-
-
 # --- Shape checks -----------------------------------------------------------------------------
-
-
-def _object(value: Any, where: str) -> JSON:
-    if not isinstance(value, dict):
-        raise ParseError(f"{where}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def _items(container: JSON, key: str, where: str) -> list[Any]:
-    value = container.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ParseError(f"{where}.{key}: expected a list, got {type(value).__name__}")
-    return value
 
 
 def _string(container: JSON, key: str, where: str) -> str:

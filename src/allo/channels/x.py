@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from allo.channels import signatures
+from allo.channels.fields import as_list, as_object
 from allo.channels.inbound import (
     Author,
     Direction,
@@ -137,7 +138,7 @@ def handshake(query: Mapping[str, str], credentials: Mapping[str, str]) -> tuple
 
 
 def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> list[Parsed]:
-    body = _object(_json(raw), "body")
+    body = as_object(_json(raw), "body")
     if "for_user_id" in body or any(key in body for key in ACCOUNT_ACTIVITY_EVENTS):
         return _account_activity(body, received_at, own_id)
     data = body.get("data")
@@ -158,7 +159,7 @@ def _json(raw: bytes) -> Any:
 
 
 def _account_activity(body: dict[str, Any], received_at: datetime, own_id: str) -> list[Parsed]:
-    users = _object(body.get("users", {}), "users")
+    users = as_object(body.get("users", {}), "users")
     parsed: list[Parsed] = []
     for tweet in _events(body, "tweet_create_events"):
         message = _v1_tweet(tweet, own_id)
@@ -167,7 +168,7 @@ def _account_activity(body: dict[str, Any], received_at: datetime, own_id: str) 
     for event in _events(body, "direct_message_events"):
         parsed.append(_direct_message(event, users, own_id))
     for event in _events(body, "tweet_delete_events"):
-        status = _object(event.get("status"), "tweet_delete_events[].status")
+        status = as_object(event.get("status"), "tweet_delete_events[].status")
         at = _ms_time(event.get("timestamp_ms"), received_at)
         parsed.append(StatusUpdate("deleted", at, external_id=_id(status.get("id"), "status.id")))
     for event in _events(body, "direct_message_mark_read_events"):
@@ -178,7 +179,7 @@ def _account_activity(body: dict[str, Any], received_at: datetime, own_id: str) 
 
 
 def _events(body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
-    return [_object(event, f"{key}[]") for event in _list(body.get(key, []), key)]
+    return [as_object(event, f"{key}[]") for event in as_list(body.get(key, []), key)]
 
 
 def _v1_tweet(tweet: dict[str, Any], own_id: str) -> InboundMessage | None:
@@ -187,8 +188,8 @@ def _v1_tweet(tweet: dict[str, Any], own_id: str) -> InboundMessage | None:
     if "retweeted_status" in tweet:
         return None
     tweet_id = _id(tweet.get("id_str"), "tweet.id_str")
-    author = _author(_object(tweet.get("user"), "tweet.user"))
-    extended = _object(tweet.get("extended_tweet", {}), "tweet.extended_tweet")
+    author = _author(as_object(tweet.get("user"), "tweet.user"))
+    extended = as_object(tweet.get("extended_tweet", {}), "tweet.extended_tweet")
     text = extended.get("full_text") or tweet.get("full_text") or tweet.get("text")
     direction: Direction = "out" if author.platform_id == own_id else "in"
     return InboundMessage(
@@ -215,9 +216,9 @@ def _v1_replied_user(tweet: Mapping[str, Any], own_id: str) -> Author | None:
 def _v1_media_list(tweet: Mapping[str, Any], extended: Mapping[str, Any]) -> list[dict[str, Any]]:
     for holder in (extended, tweet):
         for key in ("extended_entities", "entities"):
-            entities = _object(holder.get(key, {}), f"tweet.{key}")
+            entities = as_object(holder.get(key, {}), f"tweet.{key}")
             if "media" in entities:
-                return [_object(m, "media[]") for m in _list(entities["media"], "media")]
+                return [as_object(m, "media[]") for m in as_list(entities["media"], "media")]
     return []
 
 
@@ -228,7 +229,7 @@ def _v1_media(media: Mapping[str, Any], private: bool) -> dict[str, Any]:
         "media_id": _optional_id(media.get("id_str") or media.get("id")),
         "url": _optional_text(media.get("media_url_https")),
     }
-    variant = _best_variant(_object(media.get("video_info", {}), "media.video_info"), "bitrate")
+    variant = _best_variant(as_object(media.get("video_info", {}), "media.video_info"), "bitrate")
     if variant is not None:
         attachment["preview_url"] = attachment["url"]
         attachment["url"], attachment["content_type"] = variant
@@ -241,7 +242,7 @@ def _v1_media(media: Mapping[str, Any], private: bool) -> dict[str, Any]:
 
 def _best_variant(holder: Mapping[str, Any], rate_key: str) -> tuple[str, str] | None:
     """The best MP4 of a video (streaming playlists cannot be stored as one file)."""
-    variants = [_object(v, "variants[]") for v in _list(holder.get("variants", []), "variants")]
+    variants = [as_object(v, "variants[]") for v in as_list(holder.get("variants", []), "variants")]
     mp4 = [v for v in variants if v.get("content_type") == "video/mp4" and v.get("url")]
     if not mp4:
         return None
@@ -257,23 +258,23 @@ def _direct_message(
     event: Mapping[str, Any], users: Mapping[str, Any], own_id: str
 ) -> InboundMessage:
     event_id = _id(event.get("id"), "direct_message_events[].id")
-    created = _object(event.get("message_create", {}), "message_create")
+    created = as_object(event.get("message_create", {}), "message_create")
     sender_id = _optional_id(created.get("sender_id"))
     if sender_id is None:
         raise ParseError(f"direct message {event_id}: no sender_id")
-    target = _object(created.get("target", {}), "message_create.target")
+    target = as_object(created.get("target", {}), "message_create.target")
     recipient_id = _optional_id(target.get("recipient_id"))
     direction: Direction = "out" if sender_id == own_id else "in"
     customer_id = recipient_id if direction == "out" else sender_id
     contact = _known_user(users, customer_id) if customer_id else None
-    data = _object(created.get("message_data", {}), "message_create.message_data")
+    data = as_object(created.get("message_data", {}), "message_create.message_data")
     text = clean_text(_string(data.get("text", ""), "message_data.text"))
     attachments: tuple[dict[str, Any], ...] = ()
     if event.get("type") != "message_create":
         text = f"[unsupported: {event.get('type')}]"
         attachments = ({"type": "unsupported", "raw": dict(event)},)
     elif "attachment" in data:
-        text, attachments = _dm_attachment(_object(data["attachment"], "attachment"), text)
+        text, attachments = _dm_attachment(as_object(data["attachment"], "attachment"), text)
     return InboundMessage(
         external_id=event_id,
         contact=contact,
@@ -289,7 +290,7 @@ def _dm_attachment(
     attachment: Mapping[str, Any], text: str
 ) -> tuple[str, tuple[dict[str, Any], ...]]:
     if attachment.get("type") == "media":
-        media = _object(attachment.get("media"), "attachment.media")
+        media = as_object(attachment.get("media"), "attachment.media")
         return text, (_v1_media(media, private=True),)
     kind = attachment.get("type")
     unsupported = {"type": "unsupported", "raw": dict(attachment)}
@@ -316,8 +317,8 @@ def _activity_event(data: Mapping[str, Any], received_at: datetime, own_id: str)
     """An X Activity API delivery; events other than posts and messages carry nothing to
     answer (likes, follows, profile changes, Spaces, revoked authorisations)."""
     kind = data.get("event_type")
-    payload = _object(data.get("payload", {}), "data.payload")
-    includes = _object(data.get("includes", {}), "data.includes")
+    payload = as_object(data.get("payload", {}), "data.payload")
+    includes = as_object(data.get("includes", {}), "data.includes")
     if kind in ("post.create", "post.mention.create"):
         message = _v2_tweet(payload, _v2_includes(includes), received_at, own_id)
         return [message] if message is not None else []
@@ -351,8 +352,8 @@ class Includes:
 
 
 def _v2_includes(includes: Mapping[str, Any]) -> Includes:
-    users = [_object(u, "includes.users[]") for u in _list(includes.get("users", []), "users")]
-    media = [_object(m, "includes.media[]") for m in _list(includes.get("media", []), "media")]
+    users = [as_object(u, "includes.users[]") for u in as_list(includes.get("users", []), "users")]
+    media = [as_object(m, "includes.media[]") for m in as_list(includes.get("media", []), "media")]
     return Includes(
         users={str(_unwrapped(u).get("id")): _unwrapped(u) for u in users},
         media={str(m.get("media_key")): m for m in media},
@@ -361,8 +362,8 @@ def _v2_includes(includes: Mapping[str, Any]) -> Includes:
 
 def _api_page(body: Mapping[str, Any], received_at: datetime, own_id: str) -> list[Parsed]:
     """A page of API v2 posts, as `fetch` recorded it."""
-    includes = _v2_includes(_object(body.get("includes", {}), "includes"))
-    tweets = [_object(t, "data[]") for t in _list(body.get("data", []), "data")]
+    includes = _v2_includes(as_object(body.get("includes", {}), "includes"))
+    tweets = [as_object(t, "data[]") for t in as_list(body.get("data", []), "data")]
     messages = (_v2_tweet(tweet, includes, received_at, own_id) for tweet in tweets)
     return [message for message in messages if message is not None]
 
@@ -376,7 +377,7 @@ def _v2_tweet(
     tweet_id = _id(tweet.get("id"), "data[].id")
     author_id = _id(tweet.get("author_id"), f"post {tweet_id}: author_id")
     author = _v2_user(includes, author_id)
-    note = _object(tweet.get("note_tweet", {}), "note_tweet")
+    note = as_object(tweet.get("note_tweet", {}), "note_tweet")
     direction: Direction = "out" if author_id == own_id else "in"
     contact: Author | None = author
     if direction == "out":
@@ -399,8 +400,8 @@ def _v2_tweet(
 
 def _references(tweet: Mapping[str, Any]) -> dict[str, str]:
     """The posts this one answers, quotes or reposts, by kind (replied_to, quoted, retweeted)."""
-    listed = _list(tweet.get("referenced_tweets", []), "referenced_tweets")
-    found = (_object(reference, "referenced_tweets[]") for reference in listed)
+    listed = as_list(tweet.get("referenced_tweets", []), "referenced_tweets")
+    found = (as_object(reference, "referenced_tweets[]") for reference in listed)
     return {str(r.get("type")): _id(r.get("id"), "referenced_tweets[].id") for r in found}
 
 
@@ -410,8 +411,8 @@ def _v2_user(includes: Includes, user_id: str) -> Author:
 
 
 def _v2_media(tweet: Mapping[str, Any], includes: Includes) -> tuple[dict[str, Any], ...]:
-    attached = _object(tweet.get("attachments", {}), "attachments")
-    keys = _list(attached.get("media_keys", []), "attachments.media_keys")
+    attached = as_object(tweet.get("attachments", {}), "attachments")
+    keys = as_list(attached.get("media_keys", []), "attachments.media_keys")
     found = []
     for key in keys:
         media = includes.media.get(str(key), {"media_key": str(key)})
@@ -438,7 +439,7 @@ def _author(user: dict[str, Any]) -> Author:
     """A user in any of X's shapes: v1.1 (`id_str`, `screen_name`, `followers_count`), v2
     (`id`, `username`, `public_metrics`), or v2 wrapped in `data` (X Activity API)."""
     user = _unwrapped(user)
-    metrics = _object(user.get("public_metrics", {}), "user.public_metrics")
+    metrics = as_object(user.get("public_metrics", {}), "user.public_metrics")
     followers = user.get("followers_count", metrics.get("followers_count"))
     return Author(
         platform_id=_id(user.get("id_str") or user.get("id"), "user.id"),
@@ -461,18 +462,6 @@ def _tweet_text(value: Any, where: str) -> str:
 def _unescaped(text: str) -> str:
     """In one pass, so `&amp;lt;` (a customer typing `&lt;`) stays `&lt;`."""
     return X_ENTITY.sub(lambda m: X_ENTITIES[m.group(1)], text)
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ParseError(f"{where}: expected an object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ParseError(f"{where}: expected a list, got {type(value).__name__}")
-    return value
 
 
 def _string(value: Any, where: str) -> str:
