@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from allo.channels.inbound import Author
 from allo.contacts.models import Contact, ContactNote, Identity
 from allo.conversations.models import Conversation, Message
+from allo.db.keys import among
 from allo.db.search import contains_pattern
 
 IdentityKey = tuple[int, str, str]
@@ -61,7 +62,7 @@ async def _known_identities(
                     and_(
                         Identity.account_id == account_id,
                         Identity.platform == platform,
-                        Identity.platform_id.in_(platform_ids),
+                        among(Identity.platform_id, platform_ids),
                     )
                     for (account_id, platform), platform_ids in by_platform.items()
                 )

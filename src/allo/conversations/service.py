@@ -22,7 +22,7 @@ from allo.contacts import service as contacts_service
 from allo.contacts.models import Contact, Identity
 from allo.conversations.models import STATUSES, Conversation, Message
 from allo.db import bulk
-from allo.db.keys import pairs_match
+from allo.db.keys import among, pairs_match
 from allo.db.search import contains_pattern
 from allo.replies.models import OutboxEntry
 from allo.routing.models import Notification, TeamMember
@@ -219,7 +219,7 @@ class Threads:
         missing = ids - set(self.threads)
         if missing:
             rows = await self.session.scalars(
-                select(Conversation).where(Conversation.id.in_(missing))
+                select(Conversation).where(among(Conversation.id, missing))
             )
             for row in rows:
                 self._remember(Thread.of(row))

@@ -1,12 +1,24 @@
-"""Lookups by composite key (a channel account and an id within it)."""
+"""Lookups by composite key (a channel account and an id within it), and by lists of values."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, any_, bindparam, or_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import InstrumentedAttribute
+
+
+def among(column: InstrumentedAttribute[Any], values: Collection[Any]) -> ColumnElement[bool]:
+    """`column = ANY(:values)`, the values bound as one array.
+
+    An IN list becomes one bind parameter per value: a statement of a different length for
+    every batch, which psycopg splits and converts anew each time and can never prepare.
+    One array keeps the statement the same whatever the batch.
+    """
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def pairs_match(
@@ -22,4 +34,4 @@ def pairs_match(
     grouped: dict[int, list[Any]] = defaultdict(list)
     for first, second in pairs:
         grouped[first].append(second)
-    return or_(*(and_(outer == first, inner.in_(values)) for first, values in grouped.items()))
+    return or_(*(and_(outer == first, among(inner, values)) for first, values in grouped.items()))
