@@ -23,6 +23,7 @@ from allo.accounts.models import Account
 from allo.conversations.models import Conversation, Message
 from allo.db import bulk
 from allo.db.engine import Database
+from allo.db.keys import among
 from allo.triage.assessor import Assessor, CustomIntents, pack_intent_model
 from allo.triage.intents import train_intent_model
 from allo.triage.models import IntentLabel, IntentModelVersion, TriageCorrection
@@ -228,7 +229,7 @@ async def _route_again(session: AsyncSession, conversation_ids: set[int]) -> Non
     routed again with what triage found: spam leaves the clocks, urgency moves up."""
     await session.execute(
         update(Conversation)
-        .where(Conversation.id.in_(conversation_ids), Conversation.routed_at.is_not(None))
+        .where(among(Conversation.id, conversation_ids), Conversation.routed_at.is_not(None))
         .values(routed_at=None)
         .execution_options(synchronize_session=False)
     )
