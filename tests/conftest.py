@@ -16,23 +16,31 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from allo.accounts import service as accounts
 from allo.channels import service as channels
+from allo.conversations.models import Conversation
 from allo.db import migrate
 from allo.db.engine import Database, connect, libpq_url
 from allo.intake import service as intake
+from allo.replies import service as replies
 from allo.settings import Settings
 from allo.web.app import create_app
 
+# Fixtures shared by the tests of several domains, kept beside the fakes they serve.
+pytest_plugins = ("tests.fakes.whatsapp_channel",)
+
 ALLO = Path(sys.executable).parent / "allo"
+SUPPORT = replies.Author(user_id=None, name="Support")
 RunAllo = Callable[..., subprocess.CompletedProcess[str]]
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -167,6 +175,37 @@ def auth(token: str) -> dict[str, str]:
 
 async def process(db: Database, settings: Settings) -> intake.ProcessReport:
     return await intake.process_all(db, settings.intake_batch_size, settings.reopen_window)
+
+
+async def agent_replies(
+    db: Database,
+    text: str,
+    kind: str = "reply",
+    conversation_id: int | None = None,
+    visibility: str | None = None,
+) -> replies.Written:
+    """An agent's reply as the workspace writes it, to `conversation_id` or else to the only
+    conversation there is (which must have `visibility`, when given)."""
+    async with db.transaction() as session:
+        conversation = (
+            await session.get(Conversation, conversation_id)
+            if conversation_id is not None
+            else await session.scalar(select(Conversation))
+        )
+        assert conversation is not None
+        assert visibility is None or conversation.visibility == visibility
+        written = await replies.write(
+            session,
+            conversation.account_id,
+            conversation.id,
+            SUPPORT,
+            kind,
+            text,
+            replies.new_key(),
+            datetime.now(UTC),
+        )
+    assert written is not None
+    return written
 
 
 def allo(

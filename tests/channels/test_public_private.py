@@ -19,10 +19,9 @@ from allo.channels.signatures import meta_signature
 from allo.contacts.models import Contact, Identity
 from allo.conversations.models import Conversation, Message
 from allo.db.engine import Database
-from allo.replies import service as replies
 from allo.replies.sender import Sender
 from allo.settings import Settings
-from tests.conftest import process
+from tests.conftest import agent_replies, process
 from tests.fakes.meta_graph import APP_SECRET, PAGE_ID, TOKEN, VERSION, MetaGraph
 from tests.fakes.server import serving
 
@@ -110,21 +109,13 @@ async def test_public_then_private_then_public_stays_one_conversation_with_one_c
         webhook({"changes": [comment(f"{POST}_c1", "Where is my refund?", now() - 60)]}),
     )
     await process(db, settings)
-    async with db.transaction() as session:
-        conversation = await session.scalar(select(Conversation))
-        assert conversation is not None and conversation.visibility == "public"
-        written = await replies.write(
-            session,
-            conversation.account_id,
-            conversation.id,
-            replies.Author(user_id=None, name="Support"),
-            "private_reply",
-            "We have sent you a message about your refund.",
-            replies.new_key(),
-            datetime.now(UTC),
-        )
-        assert written is not None
-        key = written.message.idempotency_key
+    written = await agent_replies(
+        db,
+        "We have sent you a message about your refund.",
+        "private_reply",
+        visibility="public",
+    )
+    key = written.message.idempotency_key
 
     async with httpx.AsyncClient() as http:
         sent = await Sender(db, CredentialsCipher(load_key(settings)), http, 3).send_due()
@@ -193,19 +184,7 @@ async def test_a_public_reply_answers_the_customers_latest_comment_in_the_thread
         webhook({"changes": [comment(f"{POST}_c1", "Is it open on Sunday?", now() - 60)]}),
     )
     await process(db, settings)
-    async with db.transaction() as session:
-        conversation = await session.scalar(select(Conversation))
-        assert conversation is not None
-        await replies.write(
-            session,
-            conversation.account_id,
-            conversation.id,
-            replies.Author(user_id=None, name="Support"),
-            "reply",
-            "Yes, from 10 am to 6 pm.",
-            replies.new_key(),
-            datetime.now(UTC),
-        )
+    await agent_replies(db, "Yes, from 10 am to 6 pm.")
     async with httpx.AsyncClient() as http:
         report = await Sender(db, CredentialsCipher(load_key(settings)), http, 3).send_due()
     assert report.sent == 1

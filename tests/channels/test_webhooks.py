@@ -4,7 +4,6 @@ statuses applied to the replies they name, in whatever order they come."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,32 +21,15 @@ from allo.db.engine import Database
 from allo.intake.models import InboundEvent
 from allo.settings import Settings
 from tests.conftest import REPO, SHARED, process
-from tests.fakes.server import serving
 from tests.fakes.whatsapp_channel import (
     CUSTOMER,
     VERIFY_TOKEN,
     Connected,
     change,
-    connect_whatsapp,
     signed,
     status,
     text_message,
 )
-from tests.fakes.whatsapp_cloud import FakeWhatsAppCloud
-
-
-@pytest.fixture
-def cloud() -> Iterator[tuple[FakeWhatsAppCloud, str]]:
-    fake = FakeWhatsAppCloud()
-    with serving(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-async def whatsapp(
-    db: Database, settings: Settings, cloud: tuple[FakeWhatsAppCloud, str]
-) -> Connected:
-    return await connect_whatsapp(db, settings, *cloud)
 
 
 async def count(db: Database, model: type[Any]) -> int:

@@ -17,15 +17,14 @@ from allo.channels import service as channels
 from allo.channels import x as x_network
 from allo.channels.credentials import CredentialsCipher, load_key
 from allo.channels.models import ChannelAccount
-from allo.conversations.models import Conversation, Message
+from allo.conversations.models import Message
 from allo.db.engine import Database
 from allo.intake import service as intake
 from allo.intake.models import InboundEvent
-from allo.replies import service as replies
 from allo.replies.models import OutboxEntry
 from allo.replies.sender import Sender
 from allo.settings import Settings
-from tests.conftest import process
+from tests.conftest import agent_replies, process
 from tests.fakes.server import serving
 from tests.fakes.x_api import FakeX
 
@@ -111,20 +110,7 @@ async def reply_to_mention(
     mention = x.fake.add_tweet(CUSTOMER, "@AlloCare is the store open today?")
     await poll_now(db, x, http)
     await process(db, settings)
-    async with db.transaction() as session:
-        conversation = await session.scalar(select(Conversation))
-        assert conversation is not None and conversation.visibility == "public"
-        written = await replies.write(
-            session,
-            conversation.account_id,
-            conversation.id,
-            replies.Author(user_id=None, name="Support"),
-            "reply",
-            "@jane_doe Yes, until 8 pm!",
-            replies.new_key(),
-            datetime.now(UTC),
-        )
-    assert written is not None
+    written = await agent_replies(db, "@jane_doe Yes, until 8 pm!", visibility="public")
     return mention["id"], written.message.id
 
 

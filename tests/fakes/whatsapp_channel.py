@@ -1,10 +1,17 @@
-"""A WhatsApp channel connected to the fake Cloud API, and the webhook bodies it receives."""
+"""A WhatsApp channel connected to the fake Cloud API, and the webhook bodies it receives.
+
+Its fixtures (`cloud`: the fake served on loopback; `whatsapp`: an account connected to it)
+are registered for every test by tests/conftest.py.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 from allo.accounts import service as accounts
 from allo.channels import service as channels
@@ -12,6 +19,7 @@ from allo.channels.credentials import CredentialsCipher, load_key
 from allo.channels.signatures import meta_signature
 from allo.db.engine import Database
 from allo.settings import Settings
+from tests.fakes.server import serving
 from tests.fakes.whatsapp_cloud import ACCESS_TOKEN, APP_SECRET, PHONE_NUMBER_ID, FakeWhatsAppCloud
 
 VERIFY_TOKEN = "a-verify-token"
@@ -42,6 +50,20 @@ async def connect_whatsapp(
             {"api_url": url},
         )
     return Connected(account.id, channel.id, fake)
+
+
+@pytest.fixture
+def cloud() -> Iterator[tuple[FakeWhatsAppCloud, str]]:
+    fake = FakeWhatsAppCloud()
+    with serving(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+async def whatsapp(
+    db: Database, settings: Settings, cloud: tuple[FakeWhatsAppCloud, str]
+) -> Connected:
+    return await connect_whatsapp(db, settings, *cloud)
 
 
 def change(value: dict[str, Any]) -> bytes:

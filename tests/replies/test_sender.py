@@ -5,7 +5,7 @@ between the network's answer and the database write."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -24,33 +24,16 @@ from allo.replies.models import OutboxEntry
 from allo.replies.sender import LEASE, Sender, outgoing_of
 from allo.routing.models import Notification
 from allo.settings import Settings
-from tests.conftest import Tenant, auth, process
-from tests.fakes.server import serving
+from tests.conftest import Tenant, agent_replies, auth, process
 from tests.fakes.whatsapp_channel import (
     CUSTOMER,
     Connected,
-    connect_whatsapp,
     signed,
     status,
     text_message,
 )
-from tests.fakes.whatsapp_cloud import FakeWhatsAppCloud
 
 API = replies.Author(user_id=None, name="Support")
-
-
-@pytest.fixture
-def cloud() -> Iterator[tuple[FakeWhatsAppCloud, str]]:
-    fake = FakeWhatsAppCloud()
-    with serving(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-async def whatsapp(
-    db: Database, settings: Settings, cloud: tuple[FakeWhatsAppCloud, str]
-) -> Connected:
-    return await connect_whatsapp(db, settings, *cloud)
 
 
 @pytest.fixture
@@ -80,20 +63,8 @@ async def customer_writes(
     return conversation_id
 
 
-async def reply(db: Database, whatsapp: Connected, conversation_id: int, text: str) -> int:
-    async with db.transaction() as session:
-        written = await replies.write(
-            session,
-            whatsapp.account_id,
-            conversation_id,
-            API,
-            "reply",
-            text,
-            replies.new_key(),
-            datetime.now(UTC),
-        )
-    assert written is not None
-    return written.message.id
+async def reply(db: Database, conversation_id: int, text: str) -> int:
+    return (await agent_replies(db, text, conversation_id=conversation_id)).message.id
 
 
 async def state_of(db: Database, message_id: int) -> tuple[Message, OutboxEntry]:
@@ -118,7 +89,7 @@ async def test_a_reply_is_sent_once_with_its_key_and_takes_the_networks_id(
     client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Votre remboursement part demain.")
+    message_id = await reply(db, conversation_id, "Votre remboursement part demain.")
     report = await sender.send_due()
     assert report.sent == 1
     again = await sender.send_due()
@@ -136,7 +107,7 @@ async def test_a_network_outage_is_retried_with_backoff_until_it_goes_through(
     client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "On s'en occupe.")
+    message_id = await reply(db, conversation_id, "On s'en occupe.")
     whatsapp.fake.fail_next(503, {"error": {"message": "Service unavailable", "code": 2}})
     first = await sender.send_due()
     assert first.retried == 1
@@ -153,7 +124,7 @@ async def test_a_rate_limited_send_waits_at_least_as_long_as_the_network_asks(
     client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Merci de votre patience.")
+    message_id = await reply(db, conversation_id, "Merci de votre patience.")
     whatsapp.fake.fail_next(
         429,
         {"error": {"message": "Rate limit hit", "code": 130429, "type": "OAuthException"}},
@@ -169,7 +140,7 @@ async def test_a_refusal_that_cannot_succeed_fails_at_once_and_the_customer_wait
     client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Bonjour !")
+    message_id = await reply(db, conversation_id, "Bonjour !")
     whatsapp.fake.last_customer_message.clear()  # the network says the window has closed
     report = await sender.send_due()
     assert report.failed == 1 and report.retried == 0
@@ -190,7 +161,7 @@ async def test_a_send_that_keeps_failing_is_given_up_after_the_last_attempt(
     client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Toujours là ?")
+    message_id = await reply(db, conversation_id, "Toujours là ?")
     whatsapp.fake.fail_next(500, {"error": {"message": "boom", "code": 1}}, times=3)
     for _ in range(3):
         await sender.send_due()
@@ -210,7 +181,7 @@ async def test_two_senders_at_once_send_each_reply_once(
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
     for number in range(6):
-        await reply(db, whatsapp, conversation_id, f"Réponse {number}")
+        await reply(db, conversation_id, f"Réponse {number}")
     other = Sender(db, CredentialsCipher(load_key(settings)), http, max_attempts=3)
     reports = await asyncio.gather(sender.send_due(), other.send_due())
     assert sum(r.sent for r in reports) == 6
@@ -241,7 +212,7 @@ async def test_a_crash_after_sending_is_reconciled_by_the_status_that_carries_th
     http: httpx.AsyncClient,
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Colis renvoyé aujourd'hui.")
+    message_id = await reply(db, conversation_id, "Colis renvoyé aujourd'hui.")
     wamid = await crash_after_the_network_answered(db, settings, sender, http)
     _, entry = await state_of(db, message_id)
     assert entry.status == "sending"
@@ -267,7 +238,7 @@ async def test_a_crash_the_network_cannot_account_for_is_left_to_a_person_not_se
     http: httpx.AsyncClient,
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Nous vous rappelons.")
+    message_id = await reply(db, conversation_id, "Nous vous rappelons.")
     await crash_after_the_network_answered(db, settings, sender, http)
     assert (await sender.send_due()).done == 0  # the lease has not run out: still sending
     await come_due(db)
@@ -283,7 +254,7 @@ async def test_the_lease_of_a_send_in_progress_is_the_time_it_may_take(
     client: httpx.AsyncClient, db: Database, settings: Settings, whatsapp: Connected, sender: Sender
 ) -> None:
     conversation_id = await customer_writes(client, db, settings, whatsapp)
-    message_id = await reply(db, whatsapp, conversation_id, "Un instant.")
+    message_id = await reply(db, conversation_id, "Un instant.")
     before = datetime.now(UTC)
     claimed = await sender._claim("queued", None)
     _, entry = await state_of(db, message_id)
@@ -292,33 +263,28 @@ async def test_the_lease_of_a_send_in_progress_is_the_time_it_may_take(
     assert before + LEASE <= entry.next_attempt_at <= datetime.now(UTC) + LEASE
 
 
-async def test_replies_of_channels_without_a_network_are_left_alone(
-    client: httpx.AsyncClient, db: Database, settings: Settings, sender: Sender, tenant: Tenant
-) -> None:
-    """An API inbox's replies are read by the integration through the API: nothing to send."""
+async def answer_pushed_message(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, inbox_id: int
+) -> int:
+    """A customer message pushed through the API into `inbox_id`, and a reply written to it:
+    the reply's message id."""
     pushed = await client.post(
-        f"/api/v1/inboxes/{tenant.inbox_id}/messages",
+        f"/api/v1/inboxes/{inbox_id}/messages",
         json={"contact": {"id": "crm-7"}, "text": "Bonjour"},
         headers=auth(tenant.token),
     )
     assert pushed.status_code == 202
     await process(db, settings)
-    async with db.transaction() as session:
-        conversation_id = await session.scalar(select(Conversation.id))
-        assert conversation_id is not None
-        written = await replies.write(
-            session,
-            tenant.account_id,
-            conversation_id,
-            API,
-            "reply",
-            "Bonjour !",
-            replies.new_key(),
-            datetime.now(UTC),
-        )
-    assert written is not None
+    return (await agent_replies(db, "Bonjour !")).message.id
+
+
+async def test_replies_of_channels_without_a_network_are_left_alone(
+    client: httpx.AsyncClient, db: Database, settings: Settings, sender: Sender, tenant: Tenant
+) -> None:
+    """An API inbox's replies are read by the integration through the API: nothing to send."""
+    reply_id = await answer_pushed_message(client, db, settings, tenant, tenant.inbox_id)
     assert (await sender.send_due()).done == 0
-    _, entry = await state_of(db, written.message.id)
+    _, entry = await state_of(db, reply_id)
     assert entry.status == "queued" and entry.attempts == 0
 
 
@@ -416,20 +382,6 @@ async def test_a_network_channel_without_credentials_is_not_connected_nothing_is
         wa = await channels.create_channel_account(
             session, tenant.account_id, "whatsapp", "WA", "+331"
         )
-    pushed = await client.post(
-        f"/api/v1/inboxes/{wa.id}/messages",
-        json={"contact": {"id": "33612"}, "text": "Bonjour"},
-        headers=auth(tenant.token),
-    )
-    assert pushed.status_code == 202
-    await process(db, settings)
-    async with db.transaction() as session:
-        conversation_id = await session.scalar(select(Conversation.id))
-        assert conversation_id is not None
-        written = await replies.write(
-            session, tenant.account_id, conversation_id, API, "reply", "Bonjour !",
-            replies.new_key(), datetime.now(UTC),
-        )  # fmt: skip
-    assert written is not None
+    await answer_pushed_message(client, db, settings, tenant, wa.id)
     assert (await sender.send_due()).done == 0
     assert (await client.post(f"/webhooks/{wa.id}", content=b"{}")).status_code == 404

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.accounts.models import User
@@ -196,28 +196,36 @@ async def check_all(
 ) -> int:
     """Check every network connection not checked within `every`; returns how many."""
     now = datetime.now(UTC)
-    async with db.sessions() as session:
-        ids = list(
-            (
-                await session.scalars(
-                    select(ChannelAccount.id).where(
-                        ChannelAccount.kind.in_(list(NETWORKS)),
-                        ChannelAccount.credentials_encrypted.is_not(None),
-                    )
-                )
-            ).all()
-        )
     checked = 0
+    async for session, channel_account in _each_connected(db):
+        if _due(channel_account.health, every, now):
+            await check(session, channel_account, cipher, http, now)
+            checked += 1
+    return checked
+
+
+async def _each_connected(
+    db: Database, *conditions: ColumnElement[bool]
+) -> AsyncIterator[tuple[AsyncSession, ChannelAccount]]:
+    """Each connected network channel account (meeting `conditions`), locked in a transaction
+    of its own: one slow network holds up no other, and two workers never do one twice."""
+    async with db.sessions() as session:
+        ids = (
+            await session.scalars(
+                select(ChannelAccount.id).where(
+                    ChannelAccount.kind.in_(list(NETWORKS)),
+                    ChannelAccount.credentials_encrypted.is_not(None),
+                    *conditions,
+                )
+            )
+        ).all()
     for channel_account_id in ids:
         async with db.transaction() as session:
             channel_account = await session.get(
                 ChannelAccount, channel_account_id, with_for_update=True
             )
-            if channel_account is None or not _due(channel_account.health, every, now):
-                continue
-            await check(session, channel_account, cipher, http, now)
-            checked += 1
-    return checked
+            if channel_account is not None:
+                yield session, channel_account
 
 
 def _due(health: dict[str, Any] | None, every: timedelta, now: datetime) -> bool:
@@ -232,26 +240,10 @@ async def poll_due(db: Database, cipher: CredentialsCipher, http: httpx.AsyncCli
     """Fetch what webhooks cannot deliver, for channel accounts that poll (`poll_seconds`),
     and record it like a webhook's events; returns how many events were new."""
     now = datetime.now(UTC)
-    async with db.sessions() as session:
-        polling = list(
-            (
-                await session.scalars(
-                    select(ChannelAccount.id).where(
-                        ChannelAccount.kind.in_(list(NETWORKS)),
-                        ChannelAccount.credentials_encrypted.is_not(None),
-                        ChannelAccount.settings.has_key(POLL_SETTING),
-                    )
-                )
-            ).all()
-        )
     new = 0
-    for channel_account_id in polling:
-        async with db.transaction() as session:
-            channel_account = await session.get(
-                ChannelAccount, channel_account_id, with_for_update=True
-            )
-            if channel_account is None or not _poll_due(channel_account, now):
-                continue
+    polling = ChannelAccount.settings.has_key(POLL_SETTING)
+    async for session, channel_account in _each_connected(db, polling):
+        if _poll_due(channel_account, now):
             new += await _poll(session, channel_account, cipher, http, now)
     return new
 
