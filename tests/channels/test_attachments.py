@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -152,72 +152,87 @@ def kept_files(settings: Settings) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+@dataclass
+class Fetching:
+    """The fake CDN at `base`, a client, and the test's settings that allow the loopback."""
+
+    cdn: Cdn
+    base: str
+    http: httpx.AsyncClient
+    settings: Settings
+
+    @property
+    def port(self) -> int | None:
+        return httpx.URL(self.base).port
+
+    def serve(self, path: str, served: Served) -> str:
+        """Put a file on the CDN; returns its URL."""
+        self.cdn.files[path] = served
+        return f"{self.base}{path}"
+
+    async def download(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        seconds: float = attachments.DOWNLOAD_SECONDS,
+        **changes: Any,
+    ) -> attachments.StoredFile:
+        """`download` under these settings, with `changes` to them."""
+        local = allowing(self.settings, **changes)
+        return await download(self.http, url, headers or {}, local, seconds)
+
+
+@pytest.fixture
+def fetching(
+    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+) -> Fetching:
+    fake, base = cdn
+    return Fetching(fake, base, http, allowing(settings, tmp_path))
+
+
 # Downloading one file
 
 
 async def test_a_photo_is_kept_under_its_hash_with_its_type_and_size(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+    fetching: Fetching, tmp_path: Path
 ) -> None:
-    fake, base = cdn
-    fake.files["/p/photo.png"] = Served(PNG, "image/png")
-    local = allowing(settings, tmp_path)
-    stored = await download(http, f"{base}/p/photo.png", {}, local)
+    stored = await fetching.download(fetching.serve("/p/photo.png", Served(PNG, "image/png")))
     digest = hashlib.sha256(PNG).hexdigest()
     assert stored == attachments.StoredFile(digest, len(PNG), "image/png")
-    assert kept_files(local) == [tmp_path / "attachments" / digest[:2] / digest]
+    assert kept_files(fetching.settings) == [tmp_path / "attachments" / digest[:2] / digest]
     assert (tmp_path / "attachments" / digest[:2] / digest).read_bytes() == PNG
 
 
-async def test_the_same_file_sent_twice_is_kept_once(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
-) -> None:
-    fake, base = cdn
-    fake.files["/a.jpg"] = Served(JPEG, "image/jpeg")
-    fake.files["/again/b.jpg"] = Served(JPEG, "image/jpeg")
-    local = allowing(settings, tmp_path)
-    first = await download(http, f"{base}/a.jpg", {}, local)
-    second = await download(http, f"{base}/again/b.jpg", {}, local)
+async def test_the_same_file_sent_twice_is_kept_once(fetching: Fetching) -> None:
+    first = await fetching.download(fetching.serve("/a.jpg", Served(JPEG, "image/jpeg")))
+    second = await fetching.download(fetching.serve("/again/b.jpg", Served(JPEG, "image/jpeg")))
     assert first == second
-    assert len(kept_files(local)) == 1
+    assert len(kept_files(fetching.settings)) == 1
 
 
 async def test_an_image_under_the_wrong_image_type_is_kept_as_what_its_bytes_are(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+    fetching: Fetching,
 ) -> None:
-    fake, base = cdn
-    fake.files["/mislabelled"] = Served(PNG, "image/jpeg; charset=binary")
-    fake.files["/unlabelled"] = Served(PDF, None)
-    local = allowing(settings, tmp_path)
-    assert (await download(http, f"{base}/mislabelled", {}, local)).content_type == "image/png"
-    assert (await download(http, f"{base}/unlabelled", {}, local)).content_type == (
-        "application/pdf"
-    )
+    mislabelled = fetching.serve("/mislabelled", Served(PNG, "image/jpeg; charset=binary"))
+    unlabelled = fetching.serve("/unlabelled", Served(PDF, None))
+    assert (await fetching.download(mislabelled)).content_type == "image/png"
+    assert (await fetching.download(unlabelled)).content_type == "application/pdf"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared", "undeclared"])
 async def test_a_file_over_the_size_limit_is_refused_and_nothing_is_kept(
-    chunked: bool,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    chunked: bool, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/big.png"] = Served(PNG + b"\x00" * 4096, "image/png", chunked=chunked)
-    local = allowing(settings, tmp_path, attachment_max_bytes=2048)
+    url = fetching.serve("/big.png", Served(PNG + b"\x00" * 4096, "image/png", chunked=chunked))
     with pytest.raises(AttachmentRefused, match="larger than 2048 bytes"):
-        await download(http, f"{base}/big.png", {}, local)
-    assert kept_files(local) == []
+        await fetching.download(url, attachment_max_bytes=2048)
+    assert kept_files(fetching.settings) == []
 
 
-async def test_a_file_exactly_at_the_size_limit_is_kept(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
-) -> None:
-    fake, base = cdn
+async def test_a_file_exactly_at_the_size_limit_is_kept(fetching: Fetching) -> None:
     body = PNG + b"\x00" * (2048 - len(PNG))
-    fake.files["/edge.png"] = Served(body, "image/png", chunked=True)
-    local = allowing(settings, tmp_path, attachment_max_bytes=2048)
-    assert (await download(http, f"{base}/edge.png", {}, local)).size == 2048
+    url = fetching.serve("/edge.png", Served(body, "image/png", chunked=True))
+    assert (await fetching.download(url, attachment_max_bytes=2048)).size == 2048
 
 
 @pytest.mark.parametrize(
@@ -246,21 +261,13 @@ async def test_a_file_exactly_at_the_size_limit_is_kept(
     ],
 )
 async def test_files_that_are_not_accepted_or_not_what_they_claim_are_refused(
-    body: bytes,
-    content_type: str | None,
-    reason: str,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    body: bytes, content_type: str | None, reason: str, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/file"] = Served(body, content_type)
-    local = allowing(settings, tmp_path)
+    url = fetching.serve("/file", Served(body, content_type))
     with pytest.raises(AttachmentRefused) as refused:
-        await download(http, f"{base}/file", {}, local)
+        await fetching.download(url)
     assert refused.value.reason.startswith(reason)
-    assert kept_files(local) == []
+    assert kept_files(fetching.settings) == []
 
 
 @pytest.mark.parametrize(
@@ -302,61 +309,58 @@ async def test_only_http_and_https_urls_are_fetched(
     ],
 )
 async def test_private_addresses_are_refused_before_any_connection(
-    host: str, cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+    host: str, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    port = httpx.URL(base).port
-    fake.files["/latest/meta-data/"] = Served(b"secret", "text/plain")
-    local = settings.model_copy(update={"data_dir": tmp_path, "attachment_hosts_allowed": []})
+    fetching.serve("/latest/meta-data/", Served(b"secret", "text/plain"))
+    url = f"http://{host}:{fetching.port}/latest/meta-data/"
     started = time.monotonic()
     with pytest.raises(AttachmentRefused, match="on a private network"):
-        await download(http, f"http://{host}:{port}/latest/meta-data/", {}, local)
+        await fetching.download(url, attachment_hosts_allowed=[])
     # Refused at once: no connection was tried (one to 10.0.0.1 would hang, one to the
     # loopback would reach the fake).
     assert time.monotonic() - started < 1
-    assert fake.hits == []
+    assert fetching.cdn.hits == []
 
 
-async def test_a_redirect_to_a_private_address_is_refused(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
-) -> None:
-    fake, base = cdn
-    port = httpx.URL(base).port
-    fake.files["/hop"] = Served(status=302, headers={"location": f"http://127.0.0.1:{port}/s"})
-    fake.files["/s"] = Served(PNG)
+async def test_a_redirect_to_a_private_address_is_refused(fetching: Fetching) -> None:
+    port = fetching.port
+    fetching.serve("/hop", Served(status=302, headers={"location": f"http://127.0.0.1:{port}/s"}))
+    fetching.serve("/s", Served(PNG))
     # The first host is allowed by name; the address it redirects to is not.
-    local = allowing(settings, tmp_path, attachment_hosts_allowed=["localhost"])
     with pytest.raises(AttachmentRefused, match=r"127\.0\.0\.1 is on a private network"):
-        await download(http, f"http://localhost:{port}/hop", {}, local)
-    assert fake.hits == ["/hop"]
+        await fetching.download(
+            f"http://localhost:{port}/hop", attachment_hosts_allowed=["localhost"]
+        )
+    assert fetching.cdn.hits == ["/hop"]
 
 
-async def test_three_redirects_are_followed_and_a_fourth_is_refused(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
-) -> None:
-    fake, base = cdn
+async def test_three_redirects_are_followed_and_a_fourth_is_refused(fetching: Fetching) -> None:
     for number in range(1, 5):
-        fake.files[f"/r{number}"] = Served(status=301, headers={"location": f"/r{number + 1}"})
-    fake.files["/r5"] = Served(PNG)
-    local = allowing(settings, tmp_path)
-    assert (await download(http, f"{base}/r2", {}, local)).size == len(PNG)
+        fetching.serve(f"/r{number}", Served(status=301, headers={"location": f"/r{number + 1}"}))
+    fetching.serve("/r5", Served(PNG))
+    assert (await fetching.download(f"{fetching.base}/r2")).size == len(PNG)
     with pytest.raises(AttachmentRefused, match="more than 3 redirects"):
-        await download(http, f"{base}/r1", {}, local)
+        await fetching.download(f"{fetching.base}/r1")
 
 
 async def test_a_token_goes_to_the_host_it_was_given_for_and_not_where_it_redirects(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+    fetching: Fetching,
 ) -> None:
-    fake, base = cdn
-    port = httpx.URL(base).port
-    fake.files["/media"] = Served(status=302, headers={"location": f"http://localhost:{port}/f"})
-    fake.files["/f"] = Served(PNG)
-    local = allowing(settings, tmp_path, attachment_hosts_allowed=["127.0.0.1", "localhost"])
-    await download(http, f"{base}/media", {"Authorization": "Bearer wa-token"}, local)
-    assert fake.seen[0]["authorization"] == "Bearer wa-token"
-    assert fake.seen[0]["host"] == f"127.0.0.1:{port}"
-    assert "authorization" not in fake.seen[1]
-    assert fake.seen[1]["host"] == f"localhost:{port}"
+    port = fetching.port
+    url = fetching.serve(
+        "/media", Served(status=302, headers={"location": f"http://localhost:{port}/f"})
+    )
+    fetching.serve("/f", Served(PNG))
+    await fetching.download(
+        url,
+        {"Authorization": "Bearer wa-token"},
+        attachment_hosts_allowed=["127.0.0.1", "localhost"],
+    )
+    seen = fetching.cdn.seen
+    assert seen[0]["authorization"] == "Bearer wa-token"
+    assert seen[0]["host"] == f"127.0.0.1:{port}"
+    assert "authorization" not in seen[1]
+    assert seen[1]["host"] == f"localhost:{port}"
 
 
 @pytest.mark.parametrize(
@@ -369,28 +373,20 @@ async def test_a_token_goes_to_the_host_it_was_given_for_and_not_where_it_redire
     ],
 )
 async def test_a_server_error_is_tried_again_and_a_missing_file_is_not(
-    status: int,
-    error: type[Exception],
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    status: int, error: type[Exception], fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/x.png"] = Served(b"nope", "text/plain", status=status)
+    url = fetching.serve("/x.png", Served(b"nope", "text/plain", status=status))
     with pytest.raises(error, match=f"the server answered {status}"):
-        await download(http, f"{base}/x.png", {}, allowing(settings, tmp_path))
+        await fetching.download(url)
 
 
 async def test_a_server_that_stalls_mid_file_times_out_and_nothing_is_kept(
-    cdn: tuple[Cdn, str], http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+    fetching: Fetching,
 ) -> None:
-    fake, base = cdn
-    fake.files["/slow.png"] = Served(PNG + b"\x00" * 2048, stall=3.0)
-    local = allowing(settings, tmp_path)
+    url = fetching.serve("/slow.png", Served(PNG + b"\x00" * 2048, stall=3.0))
     with pytest.raises(AttachmentUnavailable, match=r"no complete answer within 0\.3 s"):
-        await download(http, f"{base}/slow.png", {}, local, seconds=0.3)
-    assert kept_files(local) == []
+        await fetching.download(url, seconds=0.3)
+    assert kept_files(fetching.settings) == []
 
 
 # HTTPS: the connection goes to the checked address, the certificate is checked for the name
@@ -514,34 +510,6 @@ async def open_thread(
         return Thread(tenant, account.id, conversation.id)
 
 
-async def add_message(
-    db: Database, thread: Thread, sent: list[dict[str, Any]], direction: str = "in"
-) -> int:
-    async with db.transaction() as session:
-        message = Message(
-            account_id=thread.tenant.account_id,
-            conversation_id=thread.conversation_id,
-            channel_account_id=thread.channel_account_id,
-            direction=direction,
-            visibility="private",
-            text="",
-            attachments=sent,
-            sent_at=NOW,
-            received_at=NOW,
-            delivery_status="received",
-        )
-        session.add(message)
-        await session.flush()
-        return message.id
-
-
-async def attachments_of(db: Database, message_id: int) -> list[dict[str, Any]]:
-    async with db.sessions() as session:
-        message = await session.get(Message, message_id)
-    assert message is not None
-    return message.attachments
-
-
 async def as_given(
     channel_account: ChannelAccount, attachment: Mapping[str, Any]
 ) -> tuple[str, dict[str, str]] | None:
@@ -549,30 +517,86 @@ async def as_given(
     return None
 
 
-async def test_pending_attachments_are_downloaded_and_written_into_their_message(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
-) -> None:
-    fake, base = cdn
-    fake.files["/photo.png"] = Served(PNG)
-    fake.files["/page.png"] = Served(HTML)
-    thread = await open_thread(db, tenant)
-    sticker = {"type": "sticker", "url": f"{base}/photo.png", "content_type": "image/webp"}
-    disguised = {"type": "image", "url": f"{base}/page.png"}
-    location = {"type": "location", "latitude": 48.85, "longitude": 2.35}
-    message_id = await add_message(db, thread, [sticker, disguised, location])
-    local = allowing(settings, tmp_path)
-    async with db.sessions() as session:
-        assert await attachments.pending_exists(session, NOW)
+@dataclass
+class Downloads:
+    """The download job over a conversation with a customer, fetching from the fake CDN."""
 
-    report = await attachments.download_pending(db, local, http, resolve=as_given, now=NOW)
+    db: Database
+    fetching: Fetching
+    thread: Thread
+
+    async def open_thread(self, kind: str, **channel: Any) -> Thread:
+        return await open_thread(self.db, self.thread.tenant, kind, **channel)
+
+    async def add_message(
+        self, sent: list[dict[str, Any]], thread: Thread | None = None, direction: str = "in"
+    ) -> int:
+        thread = thread or self.thread
+        async with self.db.transaction() as session:
+            message = Message(
+                account_id=thread.tenant.account_id,
+                conversation_id=thread.conversation_id,
+                channel_account_id=thread.channel_account_id,
+                direction=direction,
+                visibility="private",
+                text="",
+                attachments=sent,
+                sent_at=NOW,
+                received_at=NOW,
+                delivery_status="received",
+            )
+            session.add(message)
+            await session.flush()
+            return message.id
+
+    async def run(
+        self,
+        resolve: attachments.Resolver | None = as_given,
+        at: datetime = NOW,
+        limit: int = attachments.BATCH_SIZE,
+        seconds_each: float = attachments.DOWNLOAD_SECONDS,
+    ) -> attachments.DownloadReport:
+        """The job once, as the worker runs it at `at` (`resolve=None`: as networks say)."""
+        return await attachments.download_pending(
+            self.db,
+            self.fetching.settings,
+            self.fetching.http,
+            limit=limit,
+            resolve=resolve,
+            now=at,
+            seconds_each=seconds_each,
+        )
+
+    async def pending(self, at: datetime = NOW) -> bool:
+        async with self.db.sessions() as session:
+            return await attachments.pending_exists(session, at)
+
+    async def attachments_of(self, message_id: int) -> list[dict[str, Any]]:
+        async with self.db.sessions() as session:
+            message = await session.get(Message, message_id)
+        assert message is not None
+        return message.attachments
+
+
+@pytest.fixture
+async def downloads(db: Database, tenant: Tenant, fetching: Fetching) -> Downloads:
+    return Downloads(db, fetching, await open_thread(db, tenant))
+
+
+async def test_pending_attachments_are_downloaded_and_written_into_their_message(
+    downloads: Downloads, fetching: Fetching
+) -> None:
+    photo = fetching.serve("/photo.png", Served(PNG))
+    sticker = {"type": "sticker", "url": photo, "content_type": "image/webp"}
+    disguised = {"type": "image", "url": fetching.serve("/page.png", Served(HTML))}
+    location = {"type": "location", "latitude": 48.85, "longitude": 2.35}
+    message_id = await downloads.add_message([sticker, disguised, location])
+    assert await downloads.pending()
+
+    report = await downloads.run()
 
     assert (report.messages, report.stored, report.refused) == (1, 1, 1)
-    kept, refused, untouched = await attachments_of(db, message_id)
+    kept, refused, untouched = await downloads.attachments_of(message_id)
     assert kept == sticker | {
         "stored": hashlib.sha256(PNG).hexdigest(),
         "stored_size": len(PNG),
@@ -583,224 +607,155 @@ async def test_pending_attachments_are_downloaded_and_written_into_their_message
     }
     assert untouched == location
     # Kept and refused files are done with: nothing is fetched again.
-    again = await attachments.download_pending(db, local, http, resolve=as_given, now=NOW)
-    assert again.messages == 0
-    async with db.sessions() as session:
-        assert not await attachments.pending_exists(session, NOW)
-    assert fake.hits == ["/photo.png", "/page.png"]
+    assert (await downloads.run()).messages == 0
+    assert not await downloads.pending()
+    assert fetching.cdn.hits == ["/photo.png", "/page.png"]
 
 
 async def test_a_media_id_is_fetched_where_the_network_says_with_its_token(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    downloads: Downloads, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/v19.0/media/wamid-audio"] = Served(b"OggS\x00\x02" + b"\x00" * 64, "audio/ogg")
-    thread = await open_thread(db, tenant)
+    audio = fetching.serve(
+        "/v19.0/media/wamid-audio", Served(b"OggS\x00\x02" + b"\x00" * 64, "audio/ogg")
+    )
     voice = {"type": "audio", "media_id": "wamid-audio", "content_type": "audio/ogg; codecs=opus"}
     lost = {"type": "document", "media_id": "unknown"}
-    message_id = await add_message(db, thread, [voice, lost])
+    message_id = await downloads.add_message([voice, lost])
 
     async def whatsapp_like(
         channel_account: ChannelAccount, attachment: Mapping[str, Any]
     ) -> tuple[str, dict[str, str]] | None:
-        assert channel_account.id == thread.channel_account_id
+        assert channel_account.id == downloads.thread.channel_account_id
         if attachment["media_id"] != "wamid-audio":
             return None
-        return f"{base}/v19.0/media/wamid-audio", {"Authorization": "Bearer wa-token"}
+        return audio, {"Authorization": "Bearer wa-token"}
 
-    local = allowing(settings, tmp_path)
-    await attachments.download_pending(db, local, http, resolve=whatsapp_like, now=NOW)
+    await downloads.run(whatsapp_like)
 
-    kept, not_found = await attachments_of(db, message_id)
+    kept, not_found = await downloads.attachments_of(message_id)
     assert kept["stored_content_type"] == "audio/ogg"
     assert not_found["download_error"] == "the network gives no way to download it"
-    assert fake.seen[0]["authorization"] == "Bearer wa-token"
+    assert fetching.cdn.seen[0]["authorization"] == "Bearer wa-token"
 
 
 async def test_by_default_each_network_says_where_its_attachments_are(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    downloads: Downloads, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/v/t1.15752-9/photo.jpg"] = Served(JPEG, "image/jpeg")
+    cdn_photo = fetching.serve("/v/t1.15752-9/photo.jpg", Served(JPEG, "image/jpeg"))
     cloud = FakeWhatsAppCloud()
     cloud.add_media("65463453", PNG, "image/png")
-    local = allowing(settings, tmp_path)
-    cipher = CredentialsCipher(load_key(local))
+    cipher = CredentialsCipher(load_key(fetching.settings))
     credentials = {"access_token": ACCESS_TOKEN, "app_secret": APP_SECRET, "verify_token": "v"}
     with serving(cloud.app) as graph:
-        whatsapp = await open_thread(
-            db,
-            tenant,
+        whatsapp = await downloads.open_thread(
             "whatsapp",
             external_id=PHONE_NUMBER_ID,
             credentials=credentials,
             cipher=cipher,
             settings={"api_url": graph},
         )
-        photo = await add_message(
-            db,
-            whatsapp,
+        photo = await downloads.add_message(
             [{"type": "image", "media_id": "65463453"}, {"type": "image", "media_id": "404404"}],
+            whatsapp,
         )
-        messenger = await open_thread(
-            db, tenant, "messenger", credentials=credentials, cipher=cipher
-        )
-        sent = {"type": "image", "url": f"{base}/v/t1.15752-9/photo.jpg"}
-        scan = await add_message(db, messenger, [sent])
+        messenger = await downloads.open_thread("messenger", credentials=credentials, cipher=cipher)
+        scan = await downloads.add_message([{"type": "image", "url": cdn_photo}], messenger)
 
-        report = await attachments.download_pending(db, local, http, now=NOW)
+        report = await downloads.run(resolve=None)
 
     assert (report.stored, report.refused) == (2, 1)
-    kept, gone = await attachments_of(db, photo)
+    kept, gone = await downloads.attachments_of(photo)
     assert kept["stored"] == hashlib.sha256(PNG).hexdigest()
     assert gone["download_error"] == "the network gives no way to download it"
     [media_file] = [r for r in cloud.requests if r.path == "/whatsapp_business/attachments/"]
     assert media_file.headers["authorization"] == f"Bearer {ACCESS_TOKEN}"
-    [jpeg] = await attachments_of(db, scan)
+    [jpeg] = await downloads.attachments_of(scan)
     assert jpeg["stored_content_type"] == "image/jpeg"
     # The page's token never goes to the CDN.
-    assert "authorization" not in fake.seen[0]
+    assert "authorization" not in fetching.cdn.seen[0]
 
 
 async def test_only_customer_messages_of_networks_are_downloaded(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    downloads: Downloads, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/a.png"] = Served(PNG)
-    sent = [{"type": "image", "url": f"{base}/a.png"}]
-    api_thread = await open_thread(db, tenant, "api")
-    from_api = await add_message(db, api_thread, sent)
-    ours = await add_message(db, await open_thread(db, tenant, "messenger"), sent, "out")
-    report = await attachments.download_pending(
-        db, allowing(settings, tmp_path), http, resolve=as_given, now=NOW
-    )
-    assert report.messages == 0
-    async with db.sessions() as session:
-        assert not await attachments.pending_exists(session, NOW)
-    assert await attachments_of(db, from_api) == sent
-    assert await attachments_of(db, ours) == sent
-    assert fake.hits == []
+    sent = [{"type": "image", "url": fetching.serve("/a.png", Served(PNG))}]
+    from_api = await downloads.add_message(sent, await downloads.open_thread("api"))
+    messenger = await downloads.open_thread("messenger")
+    ours = await downloads.add_message(sent, messenger, "out")
+    assert (await downloads.run()).messages == 0
+    assert not await downloads.pending()
+    assert await downloads.attachments_of(from_api) == sent
+    assert await downloads.attachments_of(ours) == sent
+    assert fetching.cdn.hits == []
 
 
 async def test_the_newest_messages_are_downloaded_first_in_bounded_batches(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    downloads: Downloads, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    thread = await open_thread(db, tenant)
     for number in range(3):
-        fake.files[f"/{number}.png"] = Served(PNG + bytes([number]))
-        await add_message(db, thread, [{"type": "image", "url": f"{base}/{number}.png"}])
-    local = allowing(settings, tmp_path)
-    report = await attachments.download_pending(db, local, http, limit=2, resolve=as_given, now=NOW)
-    assert report.stored == 2
-    assert fake.hits == ["/2.png", "/1.png"]
+        url = fetching.serve(f"/{number}.png", Served(PNG + bytes([number])))
+        await downloads.add_message([{"type": "image", "url": url}])
+    assert (await downloads.run(limit=2)).stored == 2
+    assert fetching.cdn.hits == ["/2.png", "/1.png"]
 
 
 async def test_a_stalled_download_is_tried_again_later_then_given_up(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    downloads: Downloads, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    fake.files["/stuck.png"] = Served(PNG + b"\x00" * 2048, stall=2.0)
-    thread = await open_thread(db, tenant)
-    message_id = await add_message(db, thread, [{"type": "image", "url": f"{base}/stuck.png"}])
-    local = allowing(settings, tmp_path)
+    url = fetching.serve("/stuck.png", Served(PNG + b"\x00" * 2048, stall=2.0))
+    message_id = await downloads.add_message([{"type": "image", "url": url}])
 
     async def run(at: datetime) -> attachments.DownloadReport:
-        return await attachments.download_pending(
-            db, local, http, resolve=as_given, now=at, seconds_each=0.3
-        )
+        return await downloads.run(at=at, seconds_each=0.3)
 
     assert (await run(NOW)).retrying == 1
-    [first] = await attachments_of(db, message_id)
+    [first] = await downloads.attachments_of(message_id)
     assert first["attempts"] == 1
     assert first["last_error"] == "no complete answer within 0.3 s"
     assert "download_error" not in first
     # Not before its time.
-    async with db.sessions() as session:
-        assert not await attachments.pending_exists(session, NOW + timedelta(seconds=30))
-        assert await attachments.pending_exists(session, NOW + timedelta(minutes=1))
+    assert not await downloads.pending(NOW + timedelta(seconds=30))
+    assert await downloads.pending(NOW + timedelta(minutes=1))
     assert (await run(NOW + timedelta(seconds=30))).messages == 0
     assert (await run(NOW + timedelta(minutes=2))).retrying == 1
     assert (await run(NOW + timedelta(minutes=5))).messages == 0
     assert (await run(NOW + timedelta(minutes=15))).given_up == 1
-    [last] = await attachments_of(db, message_id)
+    [last] = await downloads.attachments_of(message_id)
     assert last["attempts"] == 3
     assert last["download_error"] == "gave up after 3 attempts: no complete answer within 0.3 s"
     assert "retry_at" not in last
     assert (await run(NOW + timedelta(days=1))).messages == 0
-    assert fake.hits == ["/stuck.png"] * 3
-    assert kept_files(local) == []
+    assert fetching.cdn.hits == ["/stuck.png"] * 3
+    assert kept_files(fetching.settings) == []
 
 
 async def test_a_network_module_that_fails_does_not_hold_up_the_queue(
-    db: Database, tenant: Tenant, http: httpx.AsyncClient, settings: Settings, tmp_path: Path
+    downloads: Downloads,
 ) -> None:
-    thread = await open_thread(db, tenant)
-    message_id = await add_message(db, thread, [{"type": "video", "media_id": "m-1"}])
+    message_id = await downloads.add_message([{"type": "video", "media_id": "m-1"}])
 
     async def broken(
         channel_account: ChannelAccount, attachment: Mapping[str, Any]
     ) -> tuple[str, dict[str, str]] | None:
         raise KeyError("data")
 
-    report = await attachments.download_pending(
-        db, allowing(settings, tmp_path), http, resolve=broken, now=NOW
-    )
-    assert report.retrying == 1
-    [attachment] = await attachments_of(db, message_id)
+    assert (await downloads.run(broken)).retrying == 1
+    [attachment] = await downloads.attachments_of(message_id)
     assert attachment["last_error"] == "failed: KeyError"
 
 
 async def test_two_workers_at_once_download_each_file_once(
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
-    tmp_path: Path,
+    downloads: Downloads, fetching: Fetching
 ) -> None:
-    fake, base = cdn
-    thread = await open_thread(db, tenant)
     paths = [f"/file-{number}.png" for number in range(8)]
     for number, path in enumerate(paths):
-        fake.files[path] = Served(PNG + bytes([number]), delay=0.05)
-        await add_message(db, thread, [{"type": "image", "url": f"{base}{path}"}])
-    local = allowing(settings, tmp_path)
-    reports = await asyncio.gather(
-        *(
-            attachments.download_pending(db, local, http, resolve=as_given, now=NOW)
-            for _ in range(2)
-        )
-    )
-    assert sorted(fake.hits) == sorted(paths)
+        url = fetching.serve(path, Served(PNG + bytes([number]), delay=0.05))
+        await downloads.add_message([{"type": "image", "url": url}])
+    reports = await asyncio.gather(downloads.run(), downloads.run())
+    assert sorted(fetching.cdn.hits) == sorted(paths)
     assert sum(report.stored for report in reports) == len(paths)
     assert all(report.messages > 0 for report in reports)
-    async with db.sessions() as session:
+    async with downloads.db.sessions() as session:
         rows = (await session.scalars(select(Message.attachments))).all()
     assert all("stored" in row[0] for row in rows)
 
@@ -808,34 +763,25 @@ async def test_two_workers_at_once_download_each_file_once(
 # Showing them to agents
 
 
-async def downloaded(
-    db: Database,
-    thread: Thread,
-    http: httpx.AsyncClient,
-    settings: Settings,
-    sent: list[dict[str, Any]],
-) -> int:
-    """A customer message with these attachments, downloaded where the application reads."""
-    message_id = await add_message(db, thread, sent)
-    await attachments.download_pending(db, allowing(settings), http, resolve=as_given, now=NOW)
+@pytest.fixture
+def shown(downloads: Downloads, settings: Settings) -> Downloads:
+    """Downloads into the data folder the application reads."""
+    return replace(downloads, fetching=replace(downloads.fetching, settings=allowing(settings)))
+
+
+async def downloaded(shown: Downloads, sent: list[dict[str, Any]]) -> int:
+    """A customer message with these attachments, downloaded for agents to see."""
+    message_id = await shown.add_message(sent)
+    await shown.run()
     return message_id
 
 
 async def test_an_agent_sees_a_photo_in_the_page_never_run_as_a_page(
-    client: httpx.AsyncClient,
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
+    client: httpx.AsyncClient, tenant: Tenant, fetching: Fetching, shown: Downloads
 ) -> None:
-    fake, base = cdn
-    fake.files["/photo.png"] = Served(PNG)
-    thread = await open_thread(db, tenant)
-    message_id = await downloaded(
-        db, thread, http, settings, [{"type": "image", "url": f"{base}/photo.png"}]
-    )
-    await make_agent(db, tenant)
+    photo = fetching.serve("/photo.png", Served(PNG))
+    message_id = await downloaded(shown, [{"type": "image", "url": photo}])
+    await make_agent(shown.db, tenant)
     assert (await client.get(f"/attachments/{message_id}/0")).status_code == 303
     await sign_in(client)
 
@@ -851,29 +797,19 @@ async def test_an_agent_sees_a_photo_in_the_page_never_run_as_a_page(
 
 
 async def test_a_document_is_saved_under_a_harmless_name(
-    client: httpx.AsyncClient,
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
+    client: httpx.AsyncClient, tenant: Tenant, fetching: Fetching, shown: Downloads
 ) -> None:
-    fake, base = cdn
-    fake.files["/doc"] = Served(b"order 1234\n", "text/plain")
-    fake.files["/facture"] = Served(PDF, "application/pdf")
+    doc = fetching.serve("/doc", Served(b"order 1234\n", "text/plain"))
+    facture = fetching.serve("/facture", Served(PDF, "application/pdf"))
     hostile = '..\\..\\évil"; filename=x.html\r\nSet-Cookie: a=b\u202efdp.exe'
-    thread = await open_thread(db, tenant)
     message_id = await downloaded(
-        db,
-        thread,
-        http,
-        settings,
+        shown,
         [
-            {"type": "document", "url": f"{base}/doc", "filename": hostile},
-            {"type": "document", "url": f"{base}/facture", "filename": "Facture mars.pdf"},
+            {"type": "document", "url": doc, "filename": hostile},
+            {"type": "document", "url": facture, "filename": "Facture mars.pdf"},
         ],
     )
-    await make_agent(db, tenant)
+    await make_agent(shown.db, tenant)
     await sign_in(client)
 
     text = await client.get(f"/attachments/{message_id}/0")
@@ -891,26 +827,12 @@ async def test_a_document_is_saved_under_a_harmless_name(
 
 
 async def test_the_file_is_not_found_for_whoever_may_not_open_the_conversation(
-    client: httpx.AsyncClient,
-    db: Database,
-    tenant: Tenant,
-    cdn: tuple[Cdn, str],
-    http: httpx.AsyncClient,
-    settings: Settings,
+    client: httpx.AsyncClient, db: Database, tenant: Tenant, fetching: Fetching, shown: Downloads
 ) -> None:
-    fake, base = cdn
-    fake.files["/photo.png"] = Served(PNG)
-    fake.files["/gone.png"] = Served(status=404)
-    thread = await open_thread(db, tenant)
+    photo = fetching.serve("/photo.png", Served(PNG))
+    gone = fetching.serve("/gone.png", Served(status=404))
     message_id = await downloaded(
-        db,
-        thread,
-        http,
-        settings,
-        [
-            {"type": "image", "url": f"{base}/photo.png"},
-            {"type": "image", "url": f"{base}/gone.png"},
-        ],
+        shown, [{"type": "image", "url": photo}, {"type": "image", "url": gone}]
     )
     await make_agent(db, tenant)
     await sign_in(client)
@@ -923,7 +845,7 @@ async def test_the_file_is_not_found_for_whoever_may_not_open_the_conversation(
         team, _ = await routing.save_team(session, tenant.account_id, TeamIn(name="VIP"))
         await session.execute(
             update(Conversation)
-            .where(Conversation.id == thread.conversation_id)
+            .where(Conversation.id == shown.thread.conversation_id)
             .values(team_id=team.id)
         )
     assert (await client.get(f"/attachments/{message_id}/0")).status_code == 404
