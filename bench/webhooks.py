@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import shlex
 import shutil
@@ -880,7 +881,10 @@ def add_ratios(results: list[dict[str, Any]], reference: str = API) -> None:
                 sat = r["saturation"]
                 r["ratios"] = {
                     "http_over_api": sat["http"]["events_per_s"] / http,
-                    "processing_over_api": sat["processing"]["events_per_s"] / processed,
+                    # Nothing processed with ALLO_SERVE_RUNS_WORKER=false (HTTP alone).
+                    "processing_over_api": (
+                        sat["processing"]["events_per_s"] / processed if processed else math.nan
+                    ),
                 }
 
 

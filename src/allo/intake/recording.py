@@ -26,7 +26,7 @@ _INSERT_EVENTS = """
     SELECT account_id, channel_account_id, parser, external_id, raw, content_type, headers
     FROM unnest(
         %(account_ids)s::bigint[], %(channel_account_ids)s::bigint[], %(parsers)s::text[],
-        %(external_ids)s::text[], %(raws)s::bytea[], %(content_types)s::text[],
+        %(external_ids)s::text[], %(raws)b::bytea[], %(content_types)s::text[],
         %(headers)s::jsonb[]
     ) WITH ORDINALITY AS incoming(account_id, channel_account_id, parser, external_id, raw,
                                   content_type, headers, position)
