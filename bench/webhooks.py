@@ -326,10 +326,14 @@ def _x_user(m: Message) -> dict[str, Any]:
     }
 
 
+def _mention_text(m: Message) -> str:
+    return f"@AlloCare {m.text}"
+
+
 def x_mention(m: Message) -> dict[str, Any]:
     """Account Activity API `tweet_create_events`: a customer's post mentioning the brand."""
     tweet_id = 1_850_118_621_198_921_728 + m.serial * 4096
-    text = f"@AlloCare {m.text}"
+    text = _mention_text(m)
     return {
         "for_user_id": m.own,
         "user_has_blocked": "false",
@@ -383,7 +387,8 @@ def x_mention(m: Message) -> dict[str, Any]:
 
 def api_named(m: Message) -> dict[str, Any]:
     """An API channel push that names its customer as X's author does (name, handle,
-    followers): the reference for X mentions with the same contact details to store."""
+    followers) and says what the mention says: the reference for X mentions, with the same
+    contact details and the same text to store."""
     user = _x_user(m)
     return {
         "external_id": f"{m.tag}{m.n}",
@@ -393,7 +398,7 @@ def api_named(m: Message) -> dict[str, Any]:
             "handle": user["screen_name"],
             "followers": user["followers_count"],
         },
-        "text": m.text,
+        "text": _mention_text(m),
     }
 
 
