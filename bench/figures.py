@@ -28,7 +28,12 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
 def publish(path: Path, results: list[dict[str, Any]], table: str) -> None:
     """Print the table; write the results as JSON and the table as Markdown beside it."""
     print(table)
+    write(path, {"results": results}, table)
+
+
+def write(path: Path, document: dict[str, Any], markdown: str) -> None:
+    """`document` as JSON at `path`, `markdown` beside it (same name, .md)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": results}, indent=2) + "\n")
-    path.with_suffix(".md").write_text(table + "\n")
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown + "\n")
     print(f"written: {path} and {path.with_suffix('.md')}")

@@ -48,6 +48,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
+import figures
 from allo.accounts import service as accounts
 from allo.channels import service as channels
 from allo.db import migrate
@@ -1211,10 +1212,8 @@ def main(argv: list[str] | None = None) -> int:
         "table": report,
         "goals": verdicts,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-    args.json.with_suffix(".md").write_text(report + "\n\n" + "\n".join(verdicts) + "\n")
-    print(f"\nwritten: {args.json} and {args.json.with_suffix('.md')}")
+    print()
+    figures.write(args.json, document, report + "\n\n" + "\n".join(verdicts))
     complete = all(
         r["http"]["non_2xx"] == 0 and r["processing"]["processed"] == r["events"] for r in results
     )

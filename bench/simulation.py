@@ -14,12 +14,12 @@ It prints the tables and writes bench/results/simulation.json (and .md).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import figures
 from allo.analytics import simulation, traces
 from allo.analytics.simulation import Arrival, Outcome, Team
 
@@ -140,15 +140,8 @@ def main() -> None:
     }
     rendered = "\n\n".join(render(title, rows) for title, rows in sections.items())
     print(rendered)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {"load": LOAD, "handle_s": HANDLE.total_seconds(), "sections": sections}, indent=2
-        )
-        + "\n"
-    )
-    args.json.with_suffix(".md").write_text(rendered + "\n")
-    print(f"written: {args.json} and {args.json.with_suffix('.md')}")
+    document = {"load": LOAD, "handle_s": HANDLE.total_seconds(), "sections": sections}
+    figures.write(args.json, document, rendered)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import psutil
 import psycopg
 from cryptography.fernet import Fernet
 
+import figures
 import intake
 from allo.channels import service as channels
 from allo.channels.credentials import CredentialsCipher, load_key
@@ -1072,10 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
         "table": report,
         "goals": verdicts,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(document, indent=2) + "\n")
-    args.json.with_suffix(".md").write_text(report + "\n\n" + "\n".join(verdicts) + "\n")
-    print(f"\nwritten: {args.json} and {args.json.with_suffix('.md')}")
+    print()
+    figures.write(args.json, document, report + "\n\n" + "\n".join(verdicts))
     ok = all(complete(r, p) for r in results for p in ("saturation", "paced") if p in r)
     return 0 if ok else 1
 
