@@ -154,12 +154,13 @@ async def assess_messages(context: JobContext) -> None:
 async def route_conversations(context: JobContext) -> None:
     runtime = _runtime(context)
     report = await routing.route_pending(runtime.db, step_aside=lambda: _intake_waits(runtime))
-    if report.routed:
+    if report.routed or report.failed:
         logger.info(
-            "routing: %s routed, %s assigned, %s acknowledged",
+            "routing: %s routed, %s assigned, %s acknowledged, %s failed",
             report.routed,
             report.assigned,
             report.acknowledged,
+            report.failed,
         )
 
 

@@ -232,6 +232,67 @@ async def test_two_workers_routing_at_once_route_each_conversation_once(
     assert all(held.count(agent) <= 2 for agent in desk.agents)
 
 
+async def test_more_conversations_than_a_batch_are_each_routed_once_with_their_own_facts(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
+) -> None:
+    count = routing.ROUTE_BATCH + 5
+    await arrive(client, db, settings, tenant, *[(f"m{i}", f"c{i}") for i in range(count)])
+    async with db.transaction() as session:
+        rows = (await session.scalars(select(Conversation).order_by(Conversation.id))).all()
+        vip = await session.get(Contact, rows[3].contact_id)
+        not_quite = await session.get(Contact, rows[4].contact_id)
+        assert vip is not None and not_quite is not None
+        vip.attributes = {"vip": True}
+        not_quite.attributes = {"vip": "yes"}  # not a boolean: not a VIP, and no failure
+
+    report = await route(db)
+    # Read again, with every conversation waiting anew: its timers are replaced, not added.
+    async with db.transaction() as session:
+        await session.execute(update(Conversation).values(routed_at=None))
+    again = await route(db)
+
+    assert (report.routed, again.routed, report.failed) == (count, count, 0)
+    routed = await conversations(db)
+    assert all(c.routed_at is not None and c.team_id == desk.team_id for c in routed)
+    assert [c.waiting_triage["vip"] for c in routed[:6]] == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert all(c.first_response_due_at is not None for c in routed)
+    breaches = [t.conversation_id for t in await timers(db) if t.kind == "first_response"]
+    assert sorted(breaches) == [c.id for c in routed]
+
+
+async def test_a_conversation_that_cannot_be_routed_leaves_the_rest_of_its_batch_routed(
+    client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
+) -> None:
+    await arrive(client, db, settings, tenant, *[(f"m{i}", f"c{i}") for i in range(6)])
+    async with db.transaction() as session:
+        # A team whose stored calendar names a time zone that does not exist.
+        broken = Team(
+            account_id=tenant.account_id,
+            name="Broken hours",
+            calendar={"time_zone": "Nowhere/Void", "hours": {}},
+        )
+        session.add(broken)
+        await session.flush()
+        third = (await session.scalars(select(Conversation.id).order_by(Conversation.id))).all()[2]
+        await session.execute(
+            update(Conversation).where(Conversation.id == third).values(team_id=broken.id)
+        )
+
+    report = await route(db)
+
+    assert (report.routed, report.failed) == (5, 1)
+    routed = await conversations(db)
+    assert [c.routed_at is None for c in routed] == [False, False, True, False, False, False]
+    assert len([t for t in await timers(db) if t.kind == "first_response"]) == 5
+
+
 async def test_an_agent_removed_while_holding_conversations_gives_them_back(
     client: httpx.AsyncClient, db: Database, settings: Settings, tenant: Tenant, desk: Desk
 ) -> None:

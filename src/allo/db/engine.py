@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -95,3 +96,10 @@ async def one_off_session(url: str) -> AsyncIterator[AsyncSession]:
             yield session
     finally:
         await database.dispose()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Errors of the database itself (connection lost, deadlock): retry the batch, not the event."""
+    if isinstance(error, OperationalError | InterfaceError):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo import events
@@ -19,7 +18,7 @@ from allo.contacts import service as contacts
 from allo.conversations import delivery
 from allo.conversations import service as conversations
 from allo.db import bulk
-from allo.db.engine import Database
+from allo.db.engine import Database, is_transient
 from allo.intake.models import InboundEvent
 from allo.intake.recording import NewEvent, Recorded, Recorder, record, record_many
 
@@ -52,13 +51,6 @@ class ProcessReport:
         self.failed += other.failed
         self.skipped += other.skipped
         self.messages += other.messages
-
-
-def is_transient(error: BaseException) -> bool:
-    """Errors of the database itself (connection lost, deadlock): retry the batch, not the event."""
-    if isinstance(error, OperationalError | InterfaceError):
-        return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
 
 
 @dataclass

@@ -5,14 +5,17 @@ Conversations are routed from a queue in their own table: a conversation whose `
 null (intake clears it with each new message; status changes and triage too) waits to be read
 (`route_pending`), once triage has read its waiting messages or after `TRIAGE_GRACE`, so that
 triage never delays a clock or an assignment for long and a triage failure never blocks one.
-Each conversation is routed in a transaction of its own, holding only its row. Agents are then
-given conversations (`fill`) under the account's assignment lock: two workers never fill an
-agent's last place twice.
+Conversations are routed in batches, a transaction each, holding only their rows (what
+routing reads for them is read for the whole batch). Agents are then given conversations
+(`fill`) under the account's assignment lock: two workers never fill an agent's last place
+twice.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
@@ -31,7 +34,8 @@ from allo.accounts.models import User
 from allo.channels.models import ChannelAccount
 from allo.contacts.models import Contact
 from allo.conversations.models import Conversation, Message
-from allo.db.engine import Database
+from allo.db.engine import Database, is_transient
+from allo.db.keys import among
 from allo.replies import service as replies
 from allo.routing import assignment, priority
 from allo.routing.calendars import BusinessCalendar
@@ -63,6 +67,8 @@ from allo.routing.sla import (
     running_clocks,
     targets_for,
 )
+
+logger = logging.getLogger(__name__)
 
 # How long routing waits for triage to read a message before going without it.
 TRIAGE_GRACE = timedelta(seconds=15)
@@ -114,7 +120,14 @@ class RouteReport:
     routed: int = 0
     assigned: int = 0
     acknowledged: int = 0
+    failed: int = 0
     teams: set[int] = field(default_factory=set)
+
+    def add(self, other: RouteReport) -> None:
+        self.routed += other.routed
+        self.assigned += other.assigned
+        self.acknowledged += other.acknowledged
+        self.teams |= other.teams
 
 
 def calendar_of(team: Team | None) -> BusinessCalendar:
@@ -128,32 +141,58 @@ async def route_pending(
     now: datetime | None = None,
     step_aside: Callable[[], Awaitable[bool]] | None = None,
 ) -> RouteReport:
-    """Route every conversation waiting to be read, one transaction each.
+    """Route every conversation waiting to be read, a batch per transaction.
 
     Before each batch `step_aside` may say that more urgent work waits (intake): routing then
-    stops after assigning what it read; the rest stays pending for the next job."""
+    stops after assigning what it read; the rest stays pending for the next job. A batch that
+    fails is routed again one conversation per transaction, so that only the one at fault
+    stays behind."""
     report = RouteReport()
+    failed: set[int] = set()
     while not (step_aside is not None and await step_aside()):
         moment = now or datetime.now(UTC)
         async with db.sessions() as session:
             ids = list(
                 await session.scalars(
-                    _unrouted(moment).limit(ROUTE_BATCH).with_only_columns(Conversation.id)
+                    _unrouted(moment)
+                    .where(~among(Conversation.id, failed))
+                    .limit(ROUTE_BATCH)
+                    .with_only_columns(Conversation.id)
                 )
             )
-        for conversation_id in ids:
-            async with db.transaction() as session:
-                conversation = await session.scalar(
-                    _unrouted(moment)
-                    .where(Conversation.id == conversation_id)
-                    .with_for_update(skip_locked=True)
-                )
-                if conversation is not None:
-                    await route(session, conversation, moment, report)
+        try:
+            report.add(await _route_ids(db, ids, moment))
+        except Exception as error:
+            if is_transient(error):
+                raise
+            logger.warning("routing a batch failed; one conversation at a time", exc_info=True)
+            for conversation_id in ids:
+                try:
+                    report.add(await _route_ids(db, [conversation_id], moment))
+                except Exception as alone:
+                    if is_transient(alone):
+                        raise
+                    # Left unrouted, in the inbox: the next routing job tries it again.
+                    logger.exception("routing conversation %s failed", conversation_id)
+                    failed.add(conversation_id)
         if len(ids) < ROUTE_BATCH:
             break
+    report.failed = len(failed)
     for team_id in sorted(report.teams):
         report.assigned += await fill(db, team_id, now or datetime.now(UTC))
+    return report
+
+
+async def _route_ids(db: Database, ids: Sequence[int], now: datetime) -> RouteReport:
+    """Route those of these conversations still waiting and not held by another worker."""
+    report = RouteReport()
+    async with db.transaction() as session:
+        conversations = list(
+            await session.scalars(
+                _unrouted(now).where(among(Conversation.id, ids)).with_for_update(skip_locked=True)
+            )
+        )
+        await route_many(session, conversations, now, report)
     return report
 
 
@@ -384,44 +423,69 @@ async def pending_exists(session: AsyncSession) -> bool:
 async def route(
     session: AsyncSession, conversation: Conversation, now: datetime, report: RouteReport
 ) -> None:
-    """Read one conversation: team, priority, clocks, acknowledgement. Agents are given
+    """Read one conversation (see `route_many`)."""
+    await route_many(session, [conversation], now, report)
+
+
+async def route_many(
+    session: AsyncSession,
+    conversations: Sequence[Conversation],
+    now: datetime,
+    report: RouteReport,
+) -> None:
+    """Read conversations: team, priority, clocks, acknowledgement. Agents are given
     conversations afterwards, team by team in the queue's order (`fill`), under the account's
-    assignment lock; reading a conversation needs only its own row's."""
-    triage = await waiting_triage(session, conversation)
-    setup = await _team(session, conversation)
-    team = setup.team if setup else None
-    if triage.urgent and conversation.priority < PRIORITIES["urgent"]:
-        conversation.priority = PRIORITIES["urgent"]
-    if conversation.sla_paused_at is not None and conversation.status not in PAUSED_STATUSES:
-        # Back from pending or snoozed: the pause, in business time, extends the resolution.
-        paused = calendar_of(team).elapsed(conversation.sla_paused_at, now)
-        conversation.sla_paused_seconds += round(paused.total_seconds())
-        conversation.sla_paused_at = None
-    await set_clocks(session, conversation, setup, triage, now)
-    conversation.waiting_triage = {
-        "answerable": triage.answerable,
-        "spam": triage.spam,
-        "urgent": triage.urgent,
-        "sentiment": triage.sentiment,
-        "churn": triage.churn,
-        "intents": sorted(triage.intents),
-        "vip": await _is_vip(session, conversation.contact_id),
-    }
-    set_queue_place(conversation)
-    if team is not None:
-        report.teams.add(team.id)
-    if team is not None and await acknowledge(session, conversation, team, triage, now):
-        report.acknowledged += 1
-    conversation.routed_at = now
-    report.routed += 1
+    assignment lock; reading conversations needs only their own rows'. What is read for each
+    (its waiting messages' triage, its team, whether its contact is a VIP) is read for all of
+    them at once, and their timers are rewritten in two statements."""
+    if not conversations:
+        return
+    triages = await waiting_triages(session, conversations)
+    setups = await _teams(session, conversations)
+    vips = await _vips(session, {c.contact_id for c in conversations})
+    timers: list[dict[str, Any]] = []
+    for conversation in conversations:
+        triage, setup = triages[conversation.id], setups[conversation.id]
+        if triage.urgent and conversation.priority < PRIORITIES["urgent"]:
+            conversation.priority = PRIORITIES["urgent"]
+        if conversation.sla_paused_at is not None and conversation.status not in PAUSED_STATUSES:
+            # Back from pending or snoozed: the pause, in business time, extends the resolution.
+            team = setup.team if setup else None
+            paused = calendar_of(team).elapsed(conversation.sla_paused_at, now)
+            conversation.sla_paused_seconds += round(paused.total_seconds())
+            conversation.sla_paused_at = None
+        timers += set_clocks(conversation, setup, triage, now)
+        conversation.waiting_triage = {
+            "answerable": triage.answerable,
+            "spam": triage.spam,
+            "urgent": triage.urgent,
+            "sentiment": triage.sentiment,
+            "churn": triage.churn,
+            "intents": sorted(triage.intents),
+            "vip": conversation.contact_id in vips,
+        }
+        set_queue_place(conversation)
+        conversation.routed_at = now
+        report.routed += 1
+    # Every row changed above is written in one flush, before the timers are.
+    await _replace_timers(session, [c.id for c in conversations], timers)
+    for conversation in conversations:
+        setup = setups[conversation.id]
+        if setup is not None:
+            report.teams.add(setup.team.id)
+            triage = triages[conversation.id]
+            if await acknowledge(session, conversation, setup.team, triage, now):
+                report.acknowledged += 1
 
 
-async def _is_vip(session: AsyncSession, contact_id: int) -> bool:
-    """A contact marked VIP (`attributes.vip`, set by an admin or an integration)."""
-    vip = await session.scalar(
-        select(Contact.attributes["vip"].as_boolean()).where(Contact.id == contact_id)
+async def _vips(session: AsyncSession, contact_ids: set[int]) -> set[int]:
+    """The contacts marked VIP (`attributes.vip` true, set by an admin or an integration)."""
+    found = await session.scalars(
+        select(Contact.id).where(
+            among(Contact.id, contact_ids), Contact.attributes.contains({"vip": True})
+        )
     )
-    return bool(vip)
+    return set(found)
 
 
 def set_queue_place(conversation: Conversation) -> None:
@@ -444,20 +508,35 @@ async def _lock_account(session: AsyncSession, account_id: int) -> None:
     )
 
 
-async def waiting_triage(session: AsyncSession, conversation: Conversation) -> WaitingTriage:
-    """Triage of the customer messages since the wait began (the latest ones when the customer
-    waits for nothing): answerable if any of them needs an answer and is not spam."""
-    since = conversation.waiting_since or conversation.last_inbound_at
-    if since is None:
-        return WaitingTriage(answerable=False)
-    rows = await session.scalars(
-        select(Message.triage).where(
-            Message.conversation_id == conversation.id,
+async def waiting_triages(
+    session: AsyncSession, conversations: Sequence[Conversation]
+) -> dict[int, WaitingTriage]:
+    """Triage of the customer messages since each conversation's wait began (the latest ones
+    when the customer waits for nothing): answerable if any of them needs an answer and is
+    not spam. Read for every conversation in one statement."""
+    since = func.coalesce(Conversation.waiting_since, Conversation.last_inbound_at)
+    rows = await session.execute(
+        select(Message.conversation_id, Message.triage)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            among(Message.conversation_id, [c.id for c in conversations]),
             Message.direction == "in",
             Message.sent_at >= since,
         )
     )
-    read = [row for row in rows.all() if row is not None]
+    read: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for conversation_id, triage in rows.all():
+        if triage is not None:
+            read[conversation_id].append(triage)
+    return {
+        c.id: _waiting_triage(read[c.id])
+        if (c.waiting_since or c.last_inbound_at) is not None
+        else WaitingTriage(answerable=False)
+        for c in conversations
+    }
+
+
+def _waiting_triage(read: list[dict[str, Any]]) -> WaitingTriage:
     if not read:
         return WaitingTriage()  # not read (yet, or triage failed): a customer is owed an answer
     intents = frozenset(intent for row in read for intent in row.get("intents", []))
@@ -538,40 +617,55 @@ async def team_setup(session: AsyncSession, team_id: int) -> TeamSetup | None:
     )
 
 
-async def _team(session: AsyncSession, conversation: Conversation) -> TeamSetup | None:
-    """The conversation's team, chosen once: the first team (by id) that answers its inbox and
-    takes its language, else the first that answers any inbox."""
-    if conversation.team_id is None:
-        teams = list(
-            await session.scalars(
-                select(Team).where(Team.account_id == conversation.account_id).order_by(Team.id)
-            )
-        )
+async def _teams(
+    session: AsyncSession, conversations: Sequence[Conversation]
+) -> dict[int, TeamSetup | None]:
+    """Each conversation's team, chosen once: the first team (by id) that answers its inbox
+    and takes its language, else the first that answers any inbox. Each account's teams and
+    each team's setup are read once for all the conversations."""
+    teams: dict[int, list[Team]] = defaultdict(list)
+    unteamed = {c.account_id for c in conversations if c.team_id is None}
+    if unteamed:
+        for candidate in await session.scalars(
+            select(Team).where(among(Team.account_id, unteamed)).order_by(Team.id)
+        ):
+            teams[candidate.account_id].append(candidate)
+    setups: dict[int, TeamSetup | None] = {}
+    chosen: dict[int, TeamSetup | None] = {}
+    for conversation in conversations:
+        if conversation.team_id is None:
+            team = _first_team(conversation, teams[conversation.account_id])
+            if team is None:
+                chosen[conversation.id] = None
+                continue
+            conversation.team_id = team.id
+        if conversation.team_id not in setups:
+            setups[conversation.team_id] = await team_setup(session, conversation.team_id)
+        chosen[conversation.id] = setups[conversation.team_id]
+    return chosen
 
-        def speaks(team: Team) -> bool:
-            return not team.languages or conversation.language in team.languages
 
-        chosen = next(
-            (t for t in teams if conversation.channel_account_id in t.inbox_ids and speaks(t)),
-            None,
-        ) or next((t for t in teams if not t.inbox_ids and speaks(t)), None)
-        if chosen is None:
-            return None
-        conversation.team_id = chosen.id
-    return await team_setup(session, conversation.team_id)
+def _first_team(conversation: Conversation, teams: Sequence[Team]) -> Team | None:
+    def speaks(team: Team) -> bool:
+        return not team.languages or conversation.language in team.languages
+
+    return next(
+        (t for t in teams if conversation.channel_account_id in t.inbox_ids and speaks(t)),
+        None,
+    ) or next((t for t in teams if not t.inbox_ids and speaks(t)), None)
 
 
-async def set_clocks(
-    session: AsyncSession,
+def set_clocks(
     conversation: Conversation,
     setup: TeamSetup | None,
     triage: WaitingTriage,
     now: datetime,
-) -> None:
-    """The due times of the running clocks, from the current policy and priority, and their
-    timers, rewritten (escalation rules may have changed too). A policy changed while clocks
-    run therefore applies to them at the next reading, counted from when each clock started.
-    A breach or a warning already given is not given again (see `routing.timers`)."""
+) -> list[dict[str, Any]]:
+    """The due times of the running clocks, from the current policy and priority, and the
+    rows of their timers, to be written anew (`_replace_timers`: escalation rules may have
+    changed too). A policy changed while clocks run therefore applies to them at the next
+    reading, counted from when each clock started. A breach or a warning already given is not
+    given again (see `routing.timers`)."""
     state = ClockState(
         status=conversation.status,
         created_at=conversation.created_at,
@@ -585,11 +679,6 @@ async def set_clocks(
     wanted = {clock.kind: clock.due_at for clock in clocks}
     for kind, column in DUE_COLUMNS.items():
         setattr(conversation, column, wanted.get(kind))
-    await session.execute(
-        delete(SlaTimer).where(
-            SlaTimer.conversation_id == conversation.id, SlaTimer.done_at.is_(None)
-        )
-    )
     warnings = setup.warnings if setup else ()
     timers = []
     for clock in clocks:
@@ -607,6 +696,18 @@ async def set_clocks(
                 timers.append(
                     {**common, "action": "warn", "rule_id": rule.rule_id, "fires_at": warn_at}
                 )
+    return timers
+
+
+async def _replace_timers(
+    session: AsyncSession, conversation_ids: Sequence[int], timers: list[dict[str, Any]]
+) -> None:
+    """The conversations' timers not fired yet, replaced by `timers`."""
+    await session.execute(
+        delete(SlaTimer).where(
+            among(SlaTimer.conversation_id, conversation_ids), SlaTimer.done_at.is_(None)
+        )
+    )
     if timers:
         await session.execute(insert(SlaTimer), timers)
 
