@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from allo.contacts.models import Contact
 from allo.conversations.models import Conversation
@@ -92,3 +94,44 @@ async def test_nothing_to_write_writes_nothing(db: Database) -> None:
         await bulk.update_rows(session, InboundEvent, [])
     async with db.sessions() as session:
         assert (await session.scalars(select(InboundEvent))).all() == []
+
+
+def _event(tenant: Tenant, external_id: str) -> dict[str, object]:
+    return {
+        "account_id": tenant.account_id,
+        "channel_account_id": tenant.inbox_id,
+        "parser": "api",
+        "external_id": external_id,
+        "raw": b"{}",
+    }
+
+
+async def test_a_failing_write_raises_sqlalchemys_error_and_its_savepoint_rolls_back(
+    db: Database, tenant: Tenant
+) -> None:
+    async with db.transaction() as session:
+        await bulk.insert_rows(session, InboundEvent, [_event(tenant, "kept")])
+        with pytest.raises(IntegrityError):
+            async with session.begin_nested():
+                await bulk.insert_rows(
+                    session, InboundEvent, [_event(tenant, "new"), _event(tenant, "kept")]
+                )
+    async with db.sessions() as session:
+        stored = await session.scalars(select(InboundEvent.external_id))
+        assert stored.all() == ["kept"]
+
+
+async def test_what_the_session_holds_unwritten_is_written_first(
+    db: Database, tenant: Tenant
+) -> None:
+    async with db.transaction() as session:
+        contact = Contact(account_id=tenant.account_id, name="Before")
+        session.add(contact)
+        await session.flush()
+        # Changed in the session only: written before the bulk write, which therefore wins.
+        contact.name = "Pending"
+        await bulk.update_rows(session, Contact, [{"id": contact.id, "name": "Bulk"}])
+    async with db.sessions() as session:
+        found = await session.get(Contact, contact.id)
+        assert found is not None
+        assert found.name == "Bulk"

@@ -2,6 +2,11 @@
 
 An `executemany` of N rows is N statements for PostgreSQL to parse, plan and run; these are
 one each, whatever N is. Rows are dictionaries with the same keys (column names).
+
+The arrays travel in PostgreSQL's binary format, on the session's own psycopg connection: in
+text format psycopg quotes and escapes every element of a list in Python, 5-13 µs for each
+string, date or JSON value against 0.2-0.5 µs in binary, which made a tenth of the job
+worker's time.
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Column, Table, text
+import psycopg
+from sqlalchemy import Column, Table
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import ARRAY, JSON
 
 from allo.db.base import Base
+from allo.db.engine import driver_connection
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -32,7 +40,7 @@ async def insert_rows(
         f"SELECT {', '.join(_element(c) for c in columns)} "
         f"FROM unnest({', '.join(_array(c) for c in columns)}) AS u({names})"
     )
-    await session.execute(text(statement), _parameters(columns, rows))
+    await _execute(session, statement, _parameters(columns, rows))
 
 
 async def update_rows(
@@ -48,7 +56,20 @@ async def update_rows(
         f"FROM unnest({', '.join(_array(c) for c in columns)}) AS u({names}) "
         f"WHERE t.{_quote(key)} = u.{_quote(key)}"
     )
-    await session.execute(text(statement), _parameters(columns, rows))
+    await _execute(session, statement, _parameters(columns, rows))
+
+
+async def _execute(session: AsyncSession, statement: str, parameters: dict[str, Any]) -> None:
+    """Run in the session's transaction, after what the session holds unwritten (as its own
+    `execute` would); errors are SQLAlchemy's, as callers expect (`is_transient`)."""
+    await session.flush()
+    connection = await driver_connection(session)
+    try:
+        await connection.execute(statement, parameters)
+    except psycopg.Error as error:
+        raise DBAPIError.instance(
+            statement, None, error, psycopg.Error, hide_parameters=True
+        ) from error
 
 
 def _columns(
@@ -63,7 +84,7 @@ def _columns(
 def _array(column: Column[Any]) -> str:
     """The column's values as one array parameter (an array column travels as its text form)."""
     element = "text" if isinstance(column.type, ARRAY) else column.type.compile(_DIALECT)
-    return f"CAST(:{column.name} AS {element}[])"
+    return f"CAST(%({column.name})b AS {element}[])"
 
 
 def _element(column: Column[Any]) -> str:
