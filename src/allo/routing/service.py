@@ -198,6 +198,8 @@ async def route_pending(
 async def _route_ids(db: Database, ids: Sequence[int], now: datetime) -> RouteReport:
     """Route those of these conversations still waiting and not held by another worker."""
     report = RouteReport()
+    if not ids:
+        return report
     async with db.transaction() as session:
         conversations = list(
             await session.scalars(
