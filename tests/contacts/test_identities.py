@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import func, select
 
@@ -55,6 +57,21 @@ async def test_a_new_identity_creates_one_contact_and_the_same_identity_finds_it
     [identity] = await identities(db)
     assert (identity.contact_id, identity.platform, identity.platform_id) == (first, "x", "115712")
     assert (identity.handle, identity.display_name) == ("camille_fr", "Camille")
+
+
+async def test_two_transactions_creating_the_same_identity_end_with_one_contact(
+    db: Database, tenant: Tenant
+) -> None:
+    async with db.transaction() as first:
+        first_id = await contacts.resolve_identity(first, tenant.account_id, "x", Author("7"))
+        # The second waits on the unique index until the first commits, then takes its contact
+        # and drops the one it had made.
+        second = asyncio.create_task(resolve(db, tenant.account_id, "x", Author("7")))
+        await asyncio.sleep(0.3)
+        assert not second.done()
+    assert await second == first_id
+    assert await contact_count(db) == 1
+    assert [i.contact_id for i in await identities(db)] == [first_id]
 
 
 async def test_a_contact_without_a_display_name_is_named_by_its_handle(

@@ -135,3 +135,41 @@ async def test_what_the_session_holds_unwritten_is_written_first(
         found = await session.get(Contact, contact.id)
         assert found is not None
         assert found.name == "Bulk"
+
+
+async def test_rows_that_break_the_named_unique_index_are_left_out_and_not_returned(
+    db: Database, tenant: Tenant
+) -> None:
+    async with db.transaction() as session:
+        await bulk.insert_rows(session, InboundEvent, [_event(tenant, "kept")])
+        written = await bulk.insert_rows(
+            session,
+            InboundEvent,
+            [_event(tenant, "new"), _event(tenant, "kept"), _event(tenant, "other")],
+            skip_conflicts_on=("channel_account_id", "external_id"),
+            returning=("external_id",),
+        )
+    assert sorted(written) == [("new",), ("other",)]
+    async with db.sessions() as session:
+        stored = await session.scalars(select(InboundEvent.external_id).order_by("external_id"))
+        assert stored.all() == ["kept", "new", "other"]
+
+
+async def test_allocated_ids_are_distinct_and_let_rows_be_written_with_them(
+    db: Database, tenant: Tenant
+) -> None:
+    async with db.transaction() as session:
+        first = await bulk.allocate_ids(session, Contact, 3)
+        second = await bulk.allocate_ids(session, Contact, 2)
+        assert await bulk.allocate_ids(session, Contact, 0) == []
+        await bulk.insert_rows(
+            session,
+            Contact,
+            [{"id": i, "account_id": tenant.account_id, "name": f"c{i}"} for i in first],
+        )
+    assert len(set(first + second)) == 5
+    async with db.sessions() as session:
+        contacts = (await session.scalars(select(Contact).where(Contact.id.in_(first)))).all()
+    # Columns the rows do not name take their database defaults.
+    assert sorted(c.id for c in contacts) == sorted(first)
+    assert all(c.attributes == {} and c.created_at is not None for c in contacts)

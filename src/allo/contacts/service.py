@@ -6,16 +6,17 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from allo.channels.inbound import Author
 from allo.contacts.models import Contact, ContactNote, Identity
 from allo.conversations.models import Conversation, Message
+from allo.db import bulk
 from allo.db.keys import among
 from allo.db.search import contains_pattern
 
 IdentityKey = tuple[int, str, str]
+IDENTITY_KEY = ("account_id", "platform", "platform_id")  # a unique index
 
 
 async def resolve_identities(
@@ -77,26 +78,26 @@ async def _create(
 ) -> dict[IdentityKey, int]:
     if not keys:
         return {}
-    contact_ids = (
-        await session.scalars(
-            insert(Contact).returning(Contact.id, sort_by_parameter_order=True),
-            [
-                {
-                    "account_id": key[0],
-                    "name": authors[key].display_name or authors[key].handle,
-                    "email": authors[key].email,
-                    "phone": authors[key].phone,
-                    "language": authors[key].language,
-                }
-                for key in keys
-            ],
-        )
-    ).all()
+    contact_ids = await bulk.allocate_ids(session, Contact, len(keys))
     created = dict(zip(keys, contact_ids, strict=True))
-    inserted = await session.execute(
-        insert(Identity)
-        .on_conflict_do_nothing(index_elements=["account_id", "platform", "platform_id"])
-        .returning(Identity.account_id, Identity.platform, Identity.platform_id),
+    await bulk.insert_rows(
+        session,
+        Contact,
+        [
+            {
+                "id": created[key],
+                "account_id": key[0],
+                "name": authors[key].display_name or authors[key].handle,
+                "email": authors[key].email,
+                "phone": authors[key].phone,
+                "language": authors[key].language,
+            }
+            for key in keys
+        ],
+    )
+    inserted = await bulk.insert_rows(
+        session,
+        Identity,
         [
             {
                 "account_id": key[0],
@@ -110,8 +111,10 @@ async def _create(
             }
             for key in keys
         ],
+        skip_conflicts_on=IDENTITY_KEY,
+        returning=IDENTITY_KEY,
     )
-    won = {(a, p, i) for a, p, i in inserted.all()}
+    won = {(a, p, i) for a, p, i in inserted}
     lost = [key for key in keys if key not in won]
     if lost:
         # Another transaction created these identities first: use its contacts, drop ours.

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, text, true, update
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, true, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -199,8 +199,8 @@ class Threads:
         await self._load_messages(message_keys)
         await self._load_threads(thread_keys)
         await self._load_private(private)
-        self._conversation_ids = await _allocate(self.session, "conversations", len(batch))
-        self._message_ids = await _allocate(self.session, "messages", len(batch))
+        self._conversation_ids = await bulk.allocate_ids(self.session, Conversation, len(batch))
+        self._message_ids = await bulk.allocate_ids(self.session, Message, len(batch))
 
     async def _load_messages(self, keys: set[tuple[int, str]]) -> None:
         if not keys:
@@ -408,19 +408,6 @@ class Threads:
         for thread in self.threads.values():
             thread.new = thread.changed = False
         self.new_messages = []
-
-
-async def _allocate(session: AsyncSession, table: str, count: int) -> list[int]:
-    """Ids taken from the table's sequence up front, so rows can refer to each other."""
-    if count == 0:
-        return []
-    rows = await session.scalars(
-        text(
-            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"
-        ),
-        {"table": table, "count": count},
-    )
-    return list(rows.all())
 
 
 def _answered_ids(message: InboundMessage) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Column, Table
+from sqlalchemy import Column, Table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,10 +29,17 @@ _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 async def insert_rows(
-    session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]]
-) -> None:
+    session: AsyncSession,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    *,
+    skip_conflicts_on: Sequence[str] = (),
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert the rows; with `skip_conflicts_on` (the columns of a unique index), a row that
+    would break that index is left out. Returns the `returning` columns of the rows written."""
     if not rows:
-        return
+        return []
     table, columns, names = _columns(model, rows)
     # Identifiers come from the table's metadata, quoted; every value is a parameter.
     statement = (
@@ -40,7 +47,25 @@ async def insert_rows(
         f"SELECT {', '.join(_element(c) for c in columns)} "
         f"FROM unnest({', '.join(_array(c) for c in columns)}) AS u({names})"
     )
-    await _execute(session, statement, _parameters(columns, rows))
+    if skip_conflicts_on:
+        statement += f" ON CONFLICT ({_names(table, skip_conflicts_on)}) DO NOTHING"
+    if returning:
+        statement += f" RETURNING {_names(table, returning)}"
+    return await _execute(session, statement, _parameters(columns, rows))
+
+
+async def allocate_ids(session: AsyncSession, model: type[Base], count: int) -> list[int]:
+    """Ids taken from the table's sequence up front, so that rows can refer to each other
+    before they are written."""
+    if count == 0:
+        return []
+    ids = await session.scalars(
+        text(
+            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"
+        ),
+        {"table": cast(Table, model.__table__).name, "count": count},
+    )
+    return list(ids.all())
 
 
 async def update_rows(
@@ -59,13 +84,16 @@ async def update_rows(
     await _execute(session, statement, _parameters(columns, rows))
 
 
-async def _execute(session: AsyncSession, statement: str, parameters: dict[str, Any]) -> None:
+async def _execute(
+    session: AsyncSession, statement: str, parameters: dict[str, Any]
+) -> list[tuple[Any, ...]]:
     """Run in the session's transaction, after what the session holds unwritten (as its own
     `execute` would); errors are SQLAlchemy's, as callers expect (`is_transient`)."""
     await session.flush()
     connection = await driver_connection(session)
     try:
-        await connection.execute(statement, parameters)
+        cursor = await connection.execute(statement, parameters)
+        return await cursor.fetchall() if cursor.description else []
     except psycopg.Error as error:
         raise DBAPIError.instance(
             statement, None, error, psycopg.Error, hide_parameters=True
@@ -79,6 +107,10 @@ def _columns(
     table = cast(Table, model.__table__)
     columns = [table.c[name] for name in rows[0]]
     return table, columns, ", ".join(_quote(c.name) for c in columns)
+
+
+def _names(table: Table, names: Sequence[str]) -> str:
+    return ", ".join(_quote(table.c[name].name) for name in names)
 
 
 def _array(column: Column[Any]) -> str:
