@@ -36,6 +36,7 @@ from allo.accounts.models import User
 from allo.channels.models import ChannelAccount
 from allo.contacts.models import Contact
 from allo.conversations.models import Conversation, Message
+from allo.db import bulk
 from allo.db.engine import Database, is_transient
 from allo.db.keys import among
 from allo.replies import service as replies
@@ -722,8 +723,7 @@ async def _replace_timers(
             among(SlaTimer.conversation_id, conversation_ids), SlaTimer.done_at.is_(None)
         )
     )
-    if timers:
-        await session.execute(insert(SlaTimer), timers)
+    await bulk.insert_rows(session, SlaTimer, timers)
 
 
 async def assign(
