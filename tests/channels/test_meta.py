@@ -896,6 +896,10 @@ def test_the_same_delivery_twice_gives_the_same_ids() -> None:
     [
         (b"not json", "not JSON"),
         (b"\xff\xfe", "not JSON"),
+        (b"", "not JSON"),
+        (b'{"a": "lone \\ud800 surrogate"}', "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+        (b"{} trailing", "not JSON"),
         (b"[1, 2]", "body: expected an object"),
         ({"object": "whatsapp_business_account", "entry": []}, "object"),
         ({"object": "page", "entry": {"id": OWN}}, "entry: expected a list"),

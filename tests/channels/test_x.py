@@ -375,6 +375,10 @@ def test_an_encrypted_chat_is_shown_as_unsupported_rather_than_lost() -> None:
     [
         (b"not json", "not JSON"),
         (b"\xff\xfe{}", "not JSON"),
+        (b"", "not JSON"),
+        (b'{"a": "lone \\ud800 surrogate"}', "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+        (b"{} trailing", "not JSON"),
         (b"[1, 2]", "body: expected an object"),
         (b'{"hello": "world"}', "not an X webhook event"),
         (b'{"for_user_id": "1", "tweet_create_events": {}}', "expected a list"),

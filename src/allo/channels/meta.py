@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import orjson
 
 from allo.channels import signatures
 from allo.channels.fields import as_object, list_in
@@ -203,8 +204,8 @@ def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> S
 
 def _load(raw: bytes) -> JSON:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as error:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
         raise ParseError(f"not JSON: {error}") from None
     return as_object(body, "body")
 

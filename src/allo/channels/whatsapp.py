@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from allo.channels import signatures
 from allo.channels.fields import as_object, list_in
@@ -139,8 +140,8 @@ def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> S
 
 def _loads(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as error:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
         raise ParseError(f"not JSON: {error}") from None
 
 

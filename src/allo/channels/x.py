@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import orjson
 
 from allo.channels import signatures
 from allo.channels.fields import as_list, as_object
@@ -153,8 +154,8 @@ def parse(raw: bytes, external_id: str, received_at: datetime, own_id: str) -> l
 
 def _json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
         raise ParseError(f"not JSON: {error}") from error
 
 
