@@ -105,6 +105,46 @@ def test_a_second_upgrade_changes_nothing(empty_database_url: str) -> None:
     assert query(empty_database_url, "SELECT count(*) FROM alembic_version") == [(1,)]
 
 
+def test_large_webhook_bodies_are_kept_out_of_the_row_uncompressed(
+    empty_database_url: str,
+) -> None:
+    migrate.upgrade(empty_database_url)
+    [(storage, options, toast)] = query(
+        empty_database_url,
+        "SELECT a.attstorage, c.reloptions, c.reltoastrelid::regclass::text FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE c.relname = 'inbound_events' AND a.attname = 'raw'",
+    )
+    assert storage == "e"  # EXTERNAL: out of line, never compressed
+    assert not any("toast_tuple_target" in o for o in options or [])
+    account = query(empty_database_url, "INSERT INTO accounts (name) VALUES ('a') RETURNING id")
+    channel = query(
+        empty_database_url,
+        "INSERT INTO channel_accounts (account_id, kind, name, external_id) "
+        "VALUES (%s, 'x', 'x', '1') RETURNING id",
+        account[0][0],
+    )
+    small, large = b'{"n": 1}', bytes(range(256)) * 10
+    for n, body in enumerate((small, large)):
+        query(
+            empty_database_url,
+            "INSERT INTO inbound_events (account_id, channel_account_id, parser, external_id, raw) "
+            "VALUES (%s, %s, 'x', %s, %s) RETURNING id",
+            account[0][0],
+            channel[0][0],
+            str(n),
+            body,
+        )
+    query(empty_database_url, "UPDATE inbound_events SET status = 'processed' RETURNING id")
+    stored = query(empty_database_url, "SELECT raw FROM inbound_events ORDER BY external_id")
+    assert [bytes(r) for (r,) in stored] == [small, large]
+    # Only the large body went beside its row, whole and uncompressed.
+    [(chunks, size)] = query(
+        empty_database_url, f"SELECT count(DISTINCT chunk_id), sum(length(chunk_data)) FROM {toast}"
+    )
+    assert (chunks, size) == (1, len(large))
+
+
 def test_every_tenant_table_has_a_required_account_id_referencing_accounts(
     empty_database_url: str,
 ) -> None:

@@ -28,8 +28,8 @@ EVENT_STATUSES = ("pending", "processed", "failed", "skipped")
 class InboundEvent(Base):
     """The exact bytes a channel delivered, kept before anything else happens to them.
 
-    The table has `toast_tuple_target = 8160` (migration 0005): bodies up to about 8 KB stay
-    in the row uncompressed."""
+    `raw` is stored `EXTERNAL` (migration 0006): a body that makes the row larger than about
+    2 KB is kept beside it, uncompressed, so marking the event processed does not copy it."""
 
     __tablename__ = "inbound_events"
     __table_args__ = (
