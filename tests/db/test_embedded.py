@@ -52,14 +52,18 @@ def settings_in_effect(url: str) -> dict[str, str]:
         time.sleep(0.1)
 
 
+def settings_at_start(folder: Path) -> dict[str, str]:
+    server = EmbeddedPostgres(folder)
+    try:
+        return settings_in_effect(server.url)
+    finally:
+        server.stop()
+
+
 def test_a_new_server_checkpoints_rarely_and_writes_wal_segments_without_zero_filling(
     folder: Path,
 ) -> None:
-    server = EmbeddedPostgres(folder)
-    try:
-        in_effect = settings_in_effect(server.url)
-    finally:
-        server.stop()
+    in_effect = settings_at_start(folder)
 
     assert in_effect == EXPECTED
     assert set(SERVER_SETTINGS) == set(EXPECTED)
@@ -74,10 +78,6 @@ def test_a_data_folder_with_other_settings_gets_allos_at_the_next_start(folder: 
     finally:
         server.stop()
 
-    restarted = EmbeddedPostgres(folder)
-    try:
-        in_effect = settings_in_effect(restarted.url)
-    finally:
-        restarted.stop()
+    in_effect = settings_at_start(folder)
 
     assert in_effect == EXPECTED
