@@ -16,6 +16,7 @@ from allo.triage.linear import ARTIFACTS, load_shipped
 
 MANIFEST = ARTIFACTS / "manifest.json"
 NAMES = [recipe.name for recipe, _ in RECIPES]
+RECIPE = {recipe.name: recipe for recipe, _ in RECIPES}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,7 @@ def test_the_manifest_names_every_model_its_data_and_its_scores(manifest: dict[s
                 assert not Path(file["name"]).is_absolute()
         assert entry["rows"] == sum(source["rows_used"] for source in entry["trained_on"])
         assert entry["selection"]["C"] in [point["C"] for point in entry["selection"]["grid"]]
+        assert entry["selection"]["naive_bayes_weighting"] == RECIPE[name].naive_bayes
         assert entry["validation"], name
         assert all(0 < score <= 1 for score in entry["validation"].values())
 
@@ -91,6 +93,14 @@ def test_every_shipped_model_reads_any_text(name: str) -> None:
     assert probabilities.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_model_weighted_by_naive_bayes_ships_one_row_per_class_it_scores(name: str) -> None:
+    model = load_shipped(name).model
+    binary = len(model.classes) == 2
+    assert model.coef.shape[0] == (1 if binary else len(model.classes))
+    assert model.one_vs_rest == (RECIPE[name].naive_bayes and not binary)
+
+
 def test_the_shipped_models_read_plain_messages_sensibly() -> None:
     assert load_shipped("sentiment_fr_fast").predict(
         ["Merci beaucoup, service au top !", "Colis perdu, service client nul, je suis furieux"]
@@ -104,6 +114,9 @@ def test_the_shipped_models_read_plain_messages_sensibly() -> None:
             "My card payment was declined twice today",
         ]
     ) == ["spam", "ham"]
+    assert load_shipped("offensive").predict(
+        ["You are a f***ing idiot, shut up", "Thanks for the quick refund, have a nice day"]
+    ) == ["offensive", "not_offensive"]
 
 
 def test_the_loaders_read_every_set_with_its_quirks_repaired(data: Path) -> None:

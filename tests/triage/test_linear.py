@@ -11,6 +11,7 @@ from allo.triage.linear import (
     TextClassifier,
     cross_validate,
     fit_logistic,
+    naive_bayes_ratio,
 )
 
 GOOD = ["great service, thank you", "love it, perfect", "merci, super accueil", "excellent!"]
@@ -107,3 +108,69 @@ def test_cross_validation_gives_out_of_fold_probabilities() -> None:
     assert probabilities.shape == (40, 2)
     predicted = [classes[i] for i in probabilities.argmax(axis=1)]
     assert np.mean(np.array(predicted) == np.array(y)) > 0.9
+
+
+NEUTRAL = ["order 1234 shipped", "store opens at nine", "colis en route", "question sur ma facture"]
+THREE_WAY = ["positive"] * 4 + ["negative"] * 4 + ["neutral"] * 4
+
+
+def test_the_naive_bayes_ratio_favours_columns_of_the_positive_rows() -> None:
+    present = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 0, 1]], dtype=float))
+    ratio = naive_bayes_ratio(present, np.array([True, True, False, False]))
+    # Positive rows: counts 1+2, 1+1, 1+0 (of 6); the others: 1+0, 1+1, 1+2 (of 6).
+    assert ratio == pytest.approx(np.log([3 / 1, 2 / 2, 1 / 3]))
+
+
+def test_naive_bayes_weighting_is_folded_into_one_model_per_class() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    batch = TextBatch(GOOD + BAD + NEUTRAL)
+    featurizer = Featurizer.fit(SPEC, batch)
+    standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
+    X = featurizer.transform(batch)
+    model = fit_logistic(X, THREE_WAY, 10.0, standardiser=standardiser, naive_bayes=True)
+    assert model.one_vs_rest and model.classes == ("negative", "neutral", "positive")
+
+    # The same class trained by hand on n-grams scaled by their ratio decides alike.
+    columns = np.union1d(np.arange(SPEC.n_dense), np.unique(X.indices))
+    weighted = standardiser.apply(X)[:, columns].tocsr()
+    present = weighted[:, SPEC.n_dense :].copy()
+    present.data[:] = 1
+    is_positive = np.array(THREE_WAY) == "positive"
+    scaling = np.concatenate([np.ones(SPEC.n_dense), naive_bayes_ratio(present, is_positive)])
+    reference = LogisticRegression(C=10.0, max_iter=3000).fit(
+        weighted @ sp.diags(scaling), is_positive
+    )
+    expected = reference.decision_function(weighted @ sp.diags(scaling))
+    assert model.decision_function(X)[:, 2] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+
+    # Probabilities are the classes' sigmoids, normalised.
+    sigmoids = 1 / (1 + np.exp(-model.decision_function(X).astype(np.float64)))
+    assert model.predict_proba(X) == pytest.approx(
+        sigmoids / sigmoids.sum(axis=1, keepdims=True), rel=1e-5
+    )
+    assert model.predict(X) == THREE_WAY
+
+
+def test_a_naive_bayes_model_of_two_classes_has_one_row_and_round_trips(tmp_path: Path) -> None:
+    batch = TextBatch(GOOD + BAD)
+    featurizer = Featurizer.fit(SPEC, batch)
+    labels = ["positive"] * 4 + ["negative"] * 4
+    model = fit_logistic(featurizer.transform(batch), labels, 10.0, naive_bayes=True)
+    assert model.coef.shape[0] == 1 and not model.one_vs_rest
+    three = TextBatch(GOOD + BAD + NEUTRAL)
+    featurizer = Featurizer.fit(SPEC, three)
+    classifier = TextClassifier(
+        featurizer,
+        fit_logistic(featurizer.transform(three), THREE_WAY, 10.0, naive_bayes=True),
+    )
+    classifier.save(tmp_path / "model")
+    loaded = TextClassifier.load(tmp_path / "model")
+    assert loaded.model.one_vs_rest
+    texts = ["super, merci", "awful", "", "🙂"]
+    assert np.array_equal(loaded.predict_proba(texts), classifier.predict_proba(texts))
+
+
+def test_naive_bayes_weighting_needs_hashed_n_grams() -> None:
+    with pytest.raises(ValueError, match="hashed n-grams"):
+        fit_logistic(np.ones((4, 2)), ["a", "b", "a", "b"], 1.0, naive_bayes=True)

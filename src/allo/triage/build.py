@@ -78,6 +78,7 @@ class Recipe:
     spec: FeatureSpec
     grid: tuple[tuple[float, float | None], ...]  # (C, weight of the standardised dense block)
     balanced: bool = False
+    naive_bayes: bool = False  # n-grams weighted by their naive Bayes log-count ratio
     folds: int = 5
     note: str = ""
 
@@ -226,6 +227,7 @@ RECIPES: tuple[tuple[Recipe, Callable[[Data], TrainingSet]], ...] = (
             "sentiment",
             FeatureSpec(embedding=True, vader="en", hashing=WORDS),
             ((1.0, 0.02), (3.0, 0.02), (1.0, 0.03), (3.0, 0.03), (1.0, 0.05), (3.0, 0.05)),
+            naive_bayes=True,
         ),
         _sentiment_en,
     ),
@@ -245,6 +247,7 @@ RECIPES: tuple[tuple[Recipe, Callable[[Data], TrainingSet]], ...] = (
             "sentiment",
             FeatureSpec(vader="en", hashing=WORDS),
             ((1.0, 0.1), (3.0, 0.1), (10.0, 0.1), (3.0, 0.3), (10.0, 0.3)),
+            naive_bayes=True,
         ),
         _sentiment_en,
     ),
@@ -252,9 +255,10 @@ RECIPES: tuple[tuple[Recipe, Callable[[Data], TrainingSet]], ...] = (
         Recipe(
             "offensive",
             "offensive",
-            FeatureSpec(embedding=True, hashing=WORDS_AND_CHARS),
-            ((1.0, 0.03), (3.0, 0.03), (1.0, 0.1), (3.0, 0.1)),
+            FeatureSpec(embedding=True, vader="en", hashing=WORDS_AND_CHARS),
+            ((1.0, 0.03), (3.0, 0.02), (3.0, 0.03), (3.0, 0.1)),
             balanced=True,
+            naive_bayes=True,
             folds=3,
         ),
         _offensive,
@@ -266,6 +270,7 @@ RECIPES: tuple[tuple[Recipe, Callable[[Data], TrainingSet]], ...] = (
             FeatureSpec(hashing=WORDS_AND_CHARS),
             ((1.0, None), (3.0, None), (10.0, None)),
             balanced=True,
+            naive_bayes=True,
             folds=3,
         ),
         _offensive,
@@ -294,7 +299,14 @@ def fit_recipe(
     standardiser = None
     if weight is not None:
         standardiser = Standardiser.fit(featurizer.dense(training).astype(np.float64), weight)
-    model = fit_logistic(X, labels, C, standardiser=standardiser, balanced=recipe.balanced)
+    model = fit_logistic(
+        X,
+        labels,
+        C,
+        standardiser=standardiser,
+        balanced=recipe.balanced,
+        naive_bayes=recipe.naive_bayes,
+    )
     return TextClassifier(featurizer, model)
 
 
@@ -318,6 +330,7 @@ def choose(recipe: Recipe, training: TrainingSet) -> tuple[GridPoint, list[GridP
             n_dense=recipe.spec.n_dense,
             dense_weight=weight,
             balanced=recipe.balanced,
+            naive_bayes=recipe.naive_bayes,
             folds=recipe.folds,
         )
         tried.append(GridPoint(C, weight, round(training.score(probabilities, classes), 4)))
@@ -369,6 +382,7 @@ def compact(classifier: TextClassifier, check: TextBatch) -> tuple[TextClassifie
         scale=model.scale,
         columns=model.columns,
         width=model.width,
+        one_vs_rest=model.one_vs_rest,
     )
     candidate = TextClassifier(classifier.featurizer, half)
     if classifier.featurizer.idf is not None:
@@ -433,6 +447,7 @@ def build(
                 "C": best.C,
                 "dense_weight": best.dense_weight,
                 "class_weight": "balanced" if recipe.balanced else None,
+                "naive_bayes_weighting": recipe.naive_bayes,
             },
             "coefficients": dtype,
             "validation": {key: round(value, 4) for key, value in scores.items()},

@@ -35,7 +35,9 @@ class LinearModel:
     before the coefficients apply. They are folded into float32 weights once, at construction,
     so sparse inputs are never densified. `columns`, when set, names the columns of the input
     the coefficients belong to (the others weigh nothing): a model on hashed n-grams keeps only
-    the columns its training texts used, out of `width`.
+    the columns its training texts used, out of `width`. With `one_vs_rest`, each row scores
+    one class against the others (naive Bayes weighting trains one model per class) and the
+    probabilities are their sigmoids, normalised to sum to one.
     """
 
     coef: NDArray[np.floating[Any]]
@@ -45,6 +47,7 @@ class LinearModel:
     scale: NDArray[np.floating[Any]] | None = None
     columns: NDArray[np.int64] | None = None
     width: int = 0
+    one_vs_rest: bool = False
     _weights: NDArray[np.float32] = field(init=False, repr=False)
     _bias: NDArray[np.float32] = field(init=False, repr=False)
     _position: NDArray[np.int32] | None = field(init=False, repr=False, default=None)
@@ -100,6 +103,12 @@ class LinearModel:
         if scores.shape[1] == 1:
             positive = 1 / (1 + np.exp(-scores[:, 0]))
             return np.column_stack([1 - positive, positive]).astype(np.float32)
+        if self.one_vs_rest:
+            each = 1 / (1 + np.exp(-scores))
+            normalised: NDArray[np.float32] = (each / each.sum(axis=1, keepdims=True)).astype(
+                np.float32
+            )
+            return normalised
         scores -= scores.max(axis=1, keepdims=True)
         exp = np.exp(scores)
         probabilities: NDArray[np.float32] = (exp / exp.sum(axis=1, keepdims=True)).astype(
@@ -116,6 +125,8 @@ class LinearModel:
             arrays |= {"mean": self.mean, "scale": self.scale}
         if self.columns is not None:
             arrays |= {"columns": self.columns.astype(np.int32), "width": np.array(self.width)}
+        if self.one_vs_rest:
+            arrays["one_vs_rest"] = np.array(True)
         return arrays
 
     @classmethod
@@ -129,6 +140,7 @@ class LinearModel:
             scale=arrays.get("scale"),
             columns=arrays["columns"].astype(np.int64) if compact else None,
             width=int(arrays["width"]) if compact else 0,
+            one_vs_rest=bool(arrays.get("one_vs_rest", False)),
         )
 
     def save(self, path: Path, metadata: dict[str, Any] | None = None) -> None:
@@ -236,6 +248,7 @@ def fit_logistic(
     *,
     standardiser: Standardiser | None = None,
     balanced: bool = False,
+    naive_bayes: bool = False,
     dtype: type[np.floating[Any]] = np.float32,
 ) -> LinearModel:
     """Train a logistic regression (scikit-learn, lbfgs) and keep its coefficients as `dtype`.
@@ -243,28 +256,81 @@ def fit_logistic(
     With a standardiser, X holds raw dense columns: they are standardised for training, and the
     model keeps the mean and scale so it reads raw columns too. On sparse X, only the columns
     the training rows use are trained and kept: the others would get zero weights anyway.
+
+    With `naive_bayes` (sparse X only), the n-gram columns are first scaled by their naive Bayes
+    log-count ratio for each class against the rest (Wang and Manning's NBSVM, with a logistic
+    loss), one binary model per class. The scaling is folded into the coefficients, so the
+    model reads the same columns as any other.
     """
     from sklearn.linear_model import LogisticRegression
 
     train = standardiser.apply(X) if standardiser else X
+    n_dense = len(standardiser.mean) if standardiser else 0
     columns = None
     if not isinstance(train, np.ndarray):
-        n_dense = len(standardiser.mean) if standardiser else 0
         columns = np.union1d(np.arange(n_dense), np.unique(train.indices)).astype(np.int64)
         train = train[:, columns]
-    classifier = LogisticRegression(
-        C=C, max_iter=3000, class_weight="balanced" if balanced else None, random_state=SEED
-    )
-    classifier.fit(train, np.asarray(y))
+    labels = np.asarray(y)
+    classes = tuple(str(name) for name in np.unique(labels))
+    if naive_bayes:
+        if isinstance(train, np.ndarray):
+            raise ValueError("naive Bayes weighting needs hashed n-grams")
+        coef, intercept = _fit_naive_bayes(train, labels, classes, C, n_dense, balanced)
+    else:
+        classifier = LogisticRegression(
+            C=C, max_iter=3000, class_weight="balanced" if balanced else None, random_state=SEED
+        )
+        classifier.fit(train, labels)
+        coef, intercept = classifier.coef_, classifier.intercept_
     return LinearModel(
-        coef=classifier.coef_.astype(dtype),
-        intercept=classifier.intercept_.astype(np.float32),
-        classes=tuple(str(name) for name in classifier.classes_),
+        coef=coef.astype(dtype),
+        intercept=intercept.astype(np.float32),
+        classes=classes,
         mean=standardiser.mean.astype(np.float32) if standardiser else None,
         scale=standardiser.scale.astype(np.float32) if standardiser else None,
         columns=columns,
         width=int(X.shape[1]),
+        one_vs_rest=naive_bayes and len(classes) > 2,
     )
+
+
+def naive_bayes_ratio(
+    present: sp.csr_matrix, positive: NDArray[np.bool_], alpha: float = 1.0
+) -> NDArray[np.float64]:
+    """Log ratio, per column, of its share of the positive rows' features to its share of the
+    others' (each column counted once per row, `alpha` added to every count)."""
+    p = alpha + np.asarray(present[positive].sum(axis=0), dtype=np.float64).ravel()
+    q = alpha + np.asarray(present[~positive].sum(axis=0), dtype=np.float64).ravel()
+    ratio: NDArray[np.float64] = np.log(p / p.sum()) - np.log(q / q.sum())
+    return ratio
+
+
+def _fit_naive_bayes(
+    train: sp.csr_matrix,
+    labels: NDArray[Any],
+    classes: tuple[str, ...],
+    C: float,
+    n_dense: int,
+    balanced: bool,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Coefficients and intercepts of one NB-weighted model per class (the second class alone
+    when there are two), the weighting folded in."""
+    from sklearn.linear_model import LogisticRegression
+
+    hashed = train[:, n_dense:].tocsr()
+    present = hashed.copy()
+    present.data[:] = 1
+    coef, intercept = [], []
+    for name in classes[1:] if len(classes) == 2 else classes:
+        positive = labels == name
+        scaling = np.concatenate([np.ones(n_dense), naive_bayes_ratio(present, positive)])
+        classifier = LogisticRegression(
+            C=C, max_iter=3000, class_weight="balanced" if balanced else None, random_state=SEED
+        )
+        classifier.fit(train @ sp.diags(scaling), positive)
+        coef.append(classifier.coef_[0] * scaling)
+        intercept.append(classifier.intercept_[0])
+    return np.vstack(coef), np.asarray(intercept)
 
 
 def cross_validate(
@@ -275,6 +341,7 @@ def cross_validate(
     n_dense: int = 0,
     dense_weight: float | None = None,
     balanced: bool = False,
+    naive_bayes: bool = False,
     folds: int = 5,
 ) -> tuple[NDArray[np.float32], tuple[str, ...]]:
     """Out-of-fold probabilities (stratified folds, fixed seed) and their class order.
@@ -293,7 +360,12 @@ def cross_validate(
         if dense_weight is not None:
             standardiser = Standardiser.fit(_dense_part(X[train], n_dense), dense_weight)
         model = fit_logistic(
-            X[train], labels[train].tolist(), C, standardiser=standardiser, balanced=balanced
+            X[train],
+            labels[train].tolist(),
+            C,
+            standardiser=standardiser,
+            balanced=balanced,
+            naive_bayes=naive_bayes,
         )
         out[test] = model.predict_proba(X[test])
     return out, classes
