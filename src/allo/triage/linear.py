@@ -101,10 +101,10 @@ class LinearModel:
         """Probabilities of each class (columns in the order of `classes`)."""
         scores = self.decision_function(X).astype(np.float64)
         if scores.shape[1] == 1:
-            positive = 1 / (1 + np.exp(-scores[:, 0]))
+            positive = _sigmoid(scores[:, 0])
             return np.column_stack([1 - positive, positive]).astype(np.float32)
         if self.one_vs_rest:
-            each = 1 / (1 + np.exp(-scores))
+            each = _sigmoid(scores)
             normalised: NDArray[np.float32] = (each / each.sum(axis=1, keepdims=True)).astype(
                 np.float32
             )
@@ -151,6 +151,11 @@ class LinearModel:
     def load(cls, path: Path) -> LinearModel:
         meta, arrays = _read(path)
         return cls.from_arrays(arrays, meta["classes"])
+
+
+def _sigmoid(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    result: NDArray[np.float64] = 1 / (1 + np.exp(-scores))
+    return result
 
 
 def _write(path: Path, arrays: dict[str, NDArray[Any]], meta: dict[str, Any]) -> None:
@@ -262,8 +267,6 @@ def fit_logistic(
     loss), one binary model per class. The scaling is folded into the coefficients, so the
     model reads the same columns as any other.
     """
-    from sklearn.linear_model import LogisticRegression
-
     train = standardiser.apply(X) if standardiser else X
     n_dense = len(standardiser.mean) if standardiser else 0
     columns = None
@@ -277,10 +280,7 @@ def fit_logistic(
             raise ValueError("naive Bayes weighting needs hashed n-grams")
         coef, intercept = _fit_naive_bayes(train, labels, classes, C, n_dense, balanced)
     else:
-        classifier = LogisticRegression(
-            C=C, max_iter=3000, class_weight="balanced" if balanced else None, random_state=SEED
-        )
-        classifier.fit(train, labels)
+        classifier = _logistic(C, balanced).fit(train, labels)
         coef, intercept = classifier.coef_, classifier.intercept_
     return LinearModel(
         coef=coef.astype(dtype),
@@ -291,6 +291,15 @@ def fit_logistic(
         columns=columns,
         width=int(X.shape[1]),
         one_vs_rest=naive_bayes and len(classes) > 2,
+    )
+
+
+def _logistic(C: float, balanced: bool) -> Any:
+    """scikit-learn's logistic regression as every model here is trained (lbfgs, fixed seed)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(
+        C=C, max_iter=3000, class_weight="balanced" if balanced else None, random_state=SEED
     )
 
 
@@ -315,19 +324,13 @@ def _fit_naive_bayes(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Coefficients and intercepts of one NB-weighted model per class (the second class alone
     when there are two), the weighting folded in."""
-    from sklearn.linear_model import LogisticRegression
-
-    hashed = train[:, n_dense:].tocsr()
-    present = hashed.copy()
+    present = train[:, n_dense:].tocsr()  # a copy: slicing copies
     present.data[:] = 1
     coef, intercept = [], []
     for name in classes[1:] if len(classes) == 2 else classes:
         positive = labels == name
         scaling = np.concatenate([np.ones(n_dense), naive_bayes_ratio(present, positive)])
-        classifier = LogisticRegression(
-            C=C, max_iter=3000, class_weight="balanced" if balanced else None, random_state=SEED
-        )
-        classifier.fit(train @ sp.diags(scaling), positive)
+        classifier = _logistic(C, balanced).fit(train @ sp.diags(scaling), positive)
         coef.append(classifier.coef_[0] * scaling)
         intercept.append(classifier.intercept_[0])
     return np.vstack(coef), np.asarray(intercept)
