@@ -303,7 +303,7 @@ async def run_worker(runtime: Runtime) -> None:
     failover); it is started again here, so the process survives what the database goes
     through.
     """
-    _ = runtime.assessor  # loaded before start, to be frozen with the rest
+    runtime.assessor.warm()  # loaded before start, to be frozen with the rest
     settle_heap()
     loop = TimerLoop(runtime.db, after_fire=_route_after_timers)
     timers = asyncio.create_task(loop.run())

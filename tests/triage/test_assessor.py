@@ -1,5 +1,9 @@
 """The whole reading of a batch, as intake runs it: the e5 second reading of unsure messages."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -52,3 +56,28 @@ def test_the_fast_path_and_french_have_no_second_reading(assessor: Assessor) -> 
     assert fast.second is None
     read = assessor.assess(ENGLISH, ("fr", "en"), fallbacks=["en"] * len(ENGLISH), fast=True)
     assert [a.sentiment.label for a in read] == fast.first.predict(ENGLISH)
+
+
+WARMED = """
+import json
+from allo.triage import features
+from allo.triage.assessor import Assessor
+assessor = Assessor()
+def loaded():
+    models = sorted(set(vars(assessor)) & {"_sentiment", "_offensive", "_spam"})
+    return {"models": models, "e5": features._e5_encoder is not None}
+before = loaded()
+assessor.warm()
+print(json.dumps({"before": before, "after": loaded()}))
+"""
+
+
+@needs_e5
+def test_warming_loads_every_model_and_the_e5_encoder_before_any_message() -> None:
+    # In a process of its own: the encoder is loaded once per process.
+    done = subprocess.run(
+        [sys.executable, "-c", WARMED], capture_output=True, text=True, check=True, timeout=120
+    )
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["before"] == {"models": [], "e5": False}
+    assert state["after"] == {"models": ["_offensive", "_sentiment", "_spam"], "e5": True}

@@ -30,6 +30,7 @@ CUSTOM_INTENT_THRESHOLD = 0.5
 # A message triage calls negative, and that names no other grievance, is a complaint.
 COMPLAINT_BELOW = -0.5
 SENTIMENT_LANGUAGES = ("fr", "en")
+WARMING_TEXTS = ["Bonjour, ma commande n'est pas arrivée", "My order never came"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,15 @@ class Assessor:
     @cached_property
     def _spam(self) -> TextClassifier:
         return self._model("spam")
+
+    def warm(self, languages: Sequence[str] = SENTIMENT_LANGUAGES) -> None:
+        """Load every model and encoder now, second readings included, rather than on the
+        first messages that need them (a worker does so before its first job)."""
+        for fast in (False, True):
+            self.assess(WARMING_TEXTS, languages, fast=fast)
+        for cascade in self._sentiment.values():
+            if cascade.second is not None:
+                cascade.second.predict_proba(WARMING_TEXTS)
 
     def _detector(self, languages: tuple[str, ...]) -> LanguageDetector:
         if languages not in self._detectors:

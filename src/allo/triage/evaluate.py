@@ -312,12 +312,7 @@ import json, sys
 from allo import jobs  # the worker's own modules
 from allo.triage.assessor import Assessor
 assessor = Assessor(__import__("pathlib").Path(sys.argv[1]))
-texts = ["Bonjour, ma commande n'est pas arrivée", "My order never came"]
-for fast in (False, True):
-    assessor.assess(texts, ("fr", "en"), fast=fast)
-from allo.triage import features
-if features.e5_available():
-    features.embed_e5(texts)  # loaded on a message's first second reading
+assessor.warm()
 status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
 print(json.dumps({key: int(status[key].split()[0]) for key in ("VmRSS", "VmHWM")}))
 """
