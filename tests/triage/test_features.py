@@ -134,6 +134,10 @@ def test_e5_gives_unit_vectors_and_reads_only_the_start_of_a_long_text() -> None
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-3)
     assert np.allclose(vectors[-2], vectors[-1])
     assert embed_e5([]).shape == (0, E5_DIM)
+    # A NUL byte does not end the text for the C engine.
+    after_nul, spaced = embed_e5(["\0my parcel is lost", " my parcel is lost"])
+    assert np.allclose(after_nul, spaced)
+    assert not np.allclose(after_nul, embed_e5([""])[0])
 
 
 @needs_e5

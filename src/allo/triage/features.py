@@ -239,7 +239,8 @@ def embed_e5(texts: Sequence[str]) -> NDArray[np.float32]:
     """
     if not texts:
         return np.zeros((0, E5_DIM), dtype=np.float32)
-    cut = [text[:E5_MAX_CHARS] or " " for text in texts]
+    # The engine reads C strings: a NUL would end the text where it stands.
+    cut = [text[:E5_MAX_CHARS].replace("\0", " ") or " " for text in texts]
     return np.asarray(_e5().query(cut), dtype=np.float32).reshape(len(texts), E5_DIM)
 
 
