@@ -65,7 +65,7 @@ from allo.triage.assessor import Assessor
 assessor = Assessor()
 def loaded():
     models = sorted(set(vars(assessor)) & {"_sentiment", "_offensive", "_spam"})
-    return {"models": models, "e5": features._e5_encoder is not None}
+    return {"models": models, "e5": "e5" in features._encoders}
 before = loaded()
 assessor.warm()
 print(json.dumps({"before": before, "after": loaded()}))

