@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from allo.triage.assessor import Assessor
-from allo.triage.linear import load_cascade
+from allo.triage.linear import load_cascade, load_shipped
 from tests.conftest import needs_e5
 
 # Plain and hedged English messages: the first model is sure of some, unsure of others.
@@ -81,3 +81,30 @@ def test_warming_loads_every_model_and_the_e5_encoder_before_any_message() -> No
     state = json.loads(done.stdout.strip().splitlines()[-1])
     assert state["before"] == {"models": [], "e5": False}
     assert state["after"] == {"models": ["_offensive", "_sentiment", "_spam"], "e5": True}
+
+
+PROMOTIONS_AND_CARE = [
+    "Check out my channel and subscribe!!! http://bit.ly/x",
+    "Get 3 months of Premium for only $0.99! Limited time only. https://t.co/abc",
+    "My card payment was declined twice today",
+    "@SpotifyCares the link to the track: https://t.co/a1 the artist: https://t.co/b2 thanks!",
+    "Bonjour, mon colis n'est jamais arrivé, pouvez-vous m'aider ?",
+]
+
+
+def test_with_embeddings_spam_needs_both_spam_models_and_the_fast_path_reads_n_grams(
+    assessor: Assessor,
+) -> None:
+    ngrams, embeddings = load_shipped("spam"), load_shipped("spam_embeddings")
+    p = ngrams.predict_proba(PROMOTIONS_AND_CARE)[:, ngrams.classes.index("spam")]
+    q = embeddings.predict_proba(PROMOTIONS_AND_CARE)[:, embeddings.classes.index("spam")]
+
+    read = assessor.assess(PROMOTIONS_AND_CARE, ("fr", "en"))
+    fast = assessor.assess(PROMOTIONS_AND_CARE, ("fr", "en"), fast=True)
+
+    assert [a.spam for a in read] == (np.sqrt(p * q) >= 0.5).tolist()
+    assert [a.spam for a in fast] == (p >= 0.5).tolist()
+    assert read[0].spam and read[0].intents == ["spam"]
+    assert not read[2].spam and not read[4].spam
+    # Reading both models changes what the n-grams alone would decide.
+    assert (np.sqrt(p * q) >= 0.5).tolist() != (p >= 0.5).tolist()

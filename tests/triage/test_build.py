@@ -71,6 +71,25 @@ def test_the_english_second_reading_is_recorded_and_re_reads_about_a_tenth(
     assert [recipe.rereads for recipe, _ in RECIPES if recipe.rereads] == ["sentiment_en"]
 
 
+def test_the_spam_model_over_embeddings_learns_from_varied_ordinary_texts(
+    manifest: dict[str, Any],
+) -> None:
+    entry = manifest["models"]["spam_embeddings"]
+    rows = {source["data_set"]: source["rows_used"] for source in entry["trained_on"]}
+    assert rows == {
+        "spam": 350,
+        "offensive": 3000,
+        "tweets_en": 1839,
+        "tweets_fr": 1839,
+        "banking77": 600,
+    }
+    assert entry["features"]["embedding"] and entry["features"]["hashing"] is None
+    assert 0.9 <= entry["validation"]["youtube_cv_f1"] <= 1
+    # The n-gram model keeps its own, smaller ham.
+    spam = {s["data_set"]: s["rows_used"] for s in manifest["models"]["spam"]["trained_on"]}
+    assert spam == {"spam": 350, "banking77": 600, "tweets_en": 300, "tweets_fr": 300}
+
+
 def test_a_second_reading_replaces_the_least_sure_share_of_rows() -> None:
     first = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])
     second = np.full_like(first, 1 / 3)
@@ -141,12 +160,13 @@ def test_the_shipped_models_read_plain_messages_sensibly() -> None:
     assert load_shipped("sentiment_en_fast").predict(
         ["Thank you so much, great service!", "Lost my parcel, awful support, I'm furious"]
     ) == ["positive", "negative"]
-    assert load_shipped("spam").predict(
-        [
-            "Check out my channel and subscribe!!! http://bit.ly/x",
-            "My card payment was declined twice today",
-        ]
-    ) == ["spam", "ham"]
+    for spam in ("spam", "spam_embeddings"):
+        assert load_shipped(spam).predict(
+            [
+                "Check out my channel and subscribe!!! http://bit.ly/x",
+                "My card payment was declined twice today",
+            ]
+        ) == ["spam", "ham"]
     assert load_shipped("offensive").predict(
         ["You are a f***ing idiot, shut up", "Thanks for the quick refund, have a nice day"]
     ) == ["offensive", "not_offensive"]

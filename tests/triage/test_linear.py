@@ -8,6 +8,7 @@ from allo.triage.features import FeatureSpec, Featurizer, HashSpec, TextBatch
 from allo.triage.linear import (
     SECOND_READING,
     Cascade,
+    Consensus,
     LinearModel,
     Standardiser,
     TextClassifier,
@@ -239,3 +240,22 @@ def test_a_shipped_model_is_loaded_with_its_second_reading_when_one_is_saved(
     assert cascade.second is not None
     assert cascade.below == 0.8
     assert cascade.classes == trained().classes
+
+
+def test_models_read_together_score_the_geometric_mean_of_their_probabilities() -> None:
+    first, second = trained(), trained()
+    second.model = fit_logistic(
+        second.featurizer.transform(TextBatch(GOOD + BAD)),
+        ["positive"] * len(GOOD) + ["negative"] * len(BAD),
+        0.1,
+        standardiser=Standardiser.fit(
+            second.featurizer.dense(TextBatch(GOOD + BAD)).astype(np.float64), 0.5
+        ),
+    )
+    texts = ["great, thank you", "awful delay", "", "🙂"]
+    p = first.predict_proba(texts)[:, first.classes.index("positive")]
+    q = second.predict_proba(texts)[:, second.classes.index("positive")]
+    assert not np.allclose(p, q)
+    together = Consensus((first, second)).score(texts, "positive")
+    assert np.allclose(together, np.sqrt(p * q))
+    assert np.allclose(Consensus((first,)).score(texts, "positive"), p)

@@ -22,7 +22,14 @@ from allo.triage import pii, rules
 from allo.triage.features import MAX_CHARS, TextBatch
 from allo.triage.intents import IntentModel
 from allo.triage.language import LanguageDetector
-from allo.triage.linear import ARTIFACTS, Cascade, TextClassifier, load_cascade, load_shipped
+from allo.triage.linear import (
+    ARTIFACTS,
+    Cascade,
+    Consensus,
+    TextClassifier,
+    load_cascade,
+    load_shipped,
+)
 from allo.triage.schemas import Assessment, Sentiment
 
 # A custom intent is named when the model gives it at least this probability.
@@ -106,8 +113,14 @@ class Assessor:
         return {False: self._model("offensive"), True: self._model("offensive_fast")}
 
     @cached_property
-    def _spam(self) -> TextClassifier:
-        return self._model("spam")
+    def _spam(self) -> dict[bool, Consensus]:
+        """On the path with embeddings, the n-gram and the embeddings models must agree; the
+        fast path has the n-gram model alone."""
+        ngrams = self._model("spam")
+        return {
+            False: Consensus((ngrams, self._model("spam_embeddings"))),
+            True: Consensus((ngrams,)),
+        }
 
     def warm(self, languages: Sequence[str] = SENTIMENT_LANGUAGES) -> None:
         """Load every model and encoder now, second readings included, rather than on the
@@ -143,7 +156,7 @@ class Assessor:
         batch = TextBatch(texts)
         sentiments = self._sentiments(batch, detected, fast)
         offensive = self._probability(self._offensive[fast], batch, "offensive") >= 0.5
-        spam = self._probability(self._spam, batch, "spam") >= 0.5
+        spam = self._spam[fast].score(batch, "spam") >= 0.5
         custom_labels = custom.labels(texts) if custom else [[] for _ in texts]
         return [
             _assessment(text, language, sentiment, bool(is_spam), bool(is_offensive), extra)

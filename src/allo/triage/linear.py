@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -229,6 +229,17 @@ def load_shipped(name: str, folder: Path = ARTIFACTS) -> TextClassifier:
     return TextClassifier.load(folder / name)
 
 
+class Reader(Protocol):
+    """What reads texts into class probabilities: a model, or models read together."""
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+
+    def predict_proba(self, texts: Sequence[str] | TextBatch) -> NDArray[np.float32]: ...
+
+    def predict(self, texts: Sequence[str] | TextBatch) -> list[str]: ...
+
+
 def unsure_rows(probabilities: NDArray[np.floating[Any]], below: float) -> NDArray[np.int64]:
     """Rows whose likeliest class has a probability under `below`."""
     return np.flatnonzero(probabilities.max(axis=1) < below)
@@ -265,6 +276,23 @@ class Cascade:
 
     def predict(self, texts: Sequence[str] | TextBatch) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+
+@dataclass
+class Consensus:
+    """Models that read a text for one class together: their score is the geometric mean of
+    their probabilities of it, so a text is of the class (score at least one half) only where
+    no model much doubts it. One model alone scores what it gives."""
+
+    models: tuple[Reader, ...]
+
+    def score(self, texts: Sequence[str] | TextBatch, label: str) -> NDArray[np.float64]:
+        batch = texts if isinstance(texts, TextBatch) else TextBatch(texts)
+        product = np.ones(len(batch))
+        for model in self.models:
+            product *= model.predict_proba(batch)[:, model.classes.index(label)]
+        scores: NDArray[np.float64] = product ** (1 / len(self.models))
+        return scores
 
 
 def load_cascade(name: str, folder: Path = ARTIFACTS) -> Cascade:
