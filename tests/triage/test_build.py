@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from allo.triage import datasets
-from allo.triage.build import RECIPES, reread, reread_below
+from allo.triage.build import RECIPES, WORDS, Recipe, reread, reread_below
+from allo.triage.features import FeatureSpec
 from allo.triage.linear import ARTIFACTS, SECOND_READING, load_shipped
 from tests.conftest import needs_e5
 
@@ -88,6 +89,14 @@ def test_the_spam_model_over_embeddings_learns_from_varied_ordinary_texts(
     # The n-gram model keeps its own, smaller ham.
     spam = {s["data_set"]: s["rows_used"] for s in manifest["models"]["spam"]["trained_on"]}
     assert spam == {"spam": 350, "banking77": 600, "tweets_en": 300, "tweets_fr": 300}
+
+
+def test_a_recipe_weighting_n_grams_by_naive_bayes_standardises_its_dense_block() -> None:
+    spec = FeatureSpec(vader="en", hashing=WORDS)
+    with pytest.raises(ValueError, match="dense weight everywhere"):
+        Recipe("x", "sentiment", spec, ((1.0, 0.1), (3.0, None)), naive_bayes=True)
+    Recipe("x", "sentiment", spec, ((1.0, 0.1), (3.0, None)))
+    Recipe("x", "spam", FeatureSpec(hashing=WORDS), ((1.0, None),), naive_bayes=True)
 
 
 def test_a_second_reading_replaces_the_least_sure_share_of_rows() -> None:

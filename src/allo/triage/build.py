@@ -99,6 +99,12 @@ class Recipe:
     rereads: str | None = None
     share: float = 0.0
 
+    def __post_init__(self) -> None:
+        # fit_logistic learns where the dense block ends from its standardiser: without one,
+        # naive Bayes weighting would take dense columns for n-grams.
+        if self.naive_bayes and self.spec.n_dense and any(w is None for _, w in self.grid):
+            raise ValueError(f"{self.name}: naive Bayes weighting needs a dense weight everywhere")
+
 
 @dataclass
 class Data:
