@@ -52,7 +52,7 @@ def test_english_messages_the_first_model_is_unsure_of_are_read_again_with_e5(
 
 def test_the_fast_path_and_french_have_no_second_reading(assessor: Assessor) -> None:
     assert load_cascade("sentiment_fr").second is None
-    fast = assessor._sentiment[("en", True)]
+    fast = assessor._sentiment_model("en", True)
     assert fast.second is None
     read = assessor.assess(ENGLISH, ("fr", "en"), fallbacks=["en"] * len(ENGLISH), fast=True)
     assert [a.sentiment.label for a in read] == fast.first.predict(ENGLISH)
@@ -60,12 +60,16 @@ def test_the_fast_path_and_french_have_no_second_reading(assessor: Assessor) -> 
 
 WARMED = """
 import json
-from allo.triage import features
+from allo.triage import features, language
 from allo.triage.assessor import Assessor
 assessor = Assessor()
 def loaded():
-    models = sorted(set(vars(assessor)) & {"_sentiment", "_offensive", "_spam"})
-    return {"models": models, "e5": "e5" in features._encoders}
+    return {
+        "sentiment": len(assessor._sentiment_models),
+        "others": sorted(set(vars(assessor)) & {"_offensive", "_spam"}),
+        "lingua": language._lingua.cache_info().currsize,
+        "e5": "e5" in features._encoders,
+    }
 before = loaded()
 assessor.warm()
 print(json.dumps({"before": before, "after": loaded()}))
@@ -79,8 +83,14 @@ def test_warming_loads_every_model_and_the_e5_encoder_before_any_message() -> No
         [sys.executable, "-c", WARMED], capture_output=True, text=True, check=True, timeout=120
     )
     state = json.loads(done.stdout.strip().splitlines()[-1])
-    assert state["before"] == {"models": [], "e5": False}
-    assert state["after"] == {"models": ["_offensive", "_sentiment", "_spam"], "e5": True}
+    assert state["before"] == {"sentiment": 0, "others": [], "lingua": 0, "e5": False}
+    # Both languages, with embeddings and on the fast path; lingua for French and English.
+    assert state["after"] == {
+        "sentiment": 4,
+        "others": ["_offensive", "_spam"],
+        "lingua": 1,
+        "e5": True,
+    }
 
 
 PROMOTIONS_AND_CARE = [

