@@ -29,6 +29,7 @@ from allo.triage.linear import (
     TextClassifier,
     load_cascade,
     load_shipped,
+    probability_of,
 )
 from allo.triage.schemas import Assessment, Sentiment
 
@@ -158,7 +159,7 @@ class Assessor:
         detected = [detector.detect(t, f) for t, f in zip(texts, known, strict=True)]
         batch = TextBatch(texts)
         sentiments = self._sentiments(batch, detected, fast)
-        offensive = self._probability(self._offensive[fast], batch, "offensive") >= 0.5
+        offensive = probability_of(self._offensive[fast], batch, "offensive") >= 0.5
         spam = self._spam[fast].score(batch, "spam") >= 0.5
         custom_labels = custom.labels(texts) if custom else [[] for _ in texts]
         return [
@@ -187,10 +188,6 @@ class Assessor:
             for row, p in zip(rows, probabilities, strict=True):
                 result[row] = _sentiment(model.classes, p)
         return result
-
-    @staticmethod
-    def _probability(model: TextClassifier, batch: TextBatch, label: str) -> np.ndarray:
-        return model.predict_proba(batch)[:, model.classes.index(label)]
 
 
 def _sentiment(classes: Sequence[str], probabilities: np.ndarray) -> Sentiment:

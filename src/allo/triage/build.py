@@ -217,25 +217,36 @@ def spam_training_set(
     rows: Sequence[int] | None = None,
     extra_ham: Mapping[str, int | None] = EXTRA_HAM,
 ) -> TrainingSet:
-    """The YouTube comments (all, or `rows` of them) with the extra ham; scored on YouTube rows."""
+    """The YouTube comments (all, or `rows` of them) with the extra ham; scored on YouTube rows.
+
+    Every row set is cut from one batch of all the comments and the ham, kept in `data`, so
+    that features computed on it once serve every fold of a cross-validation.
+    """
     youtube = data.sets["spam"]
     chosen = list(range(len(youtube.texts))) if rows is None else list(rows)
-    texts = [youtube.texts[i] for i in chosen]
     labels = [youtube.labels[i] for i in chosen]
     sources: list[tuple[str, Labelled, int]] = [("spam", youtube, len(chosen))]
     generator = random.Random(SEED)
+    ham: list[str] = []
     for name, count in extra_ham.items():
         labelled = data.sets[f"{name}/train"]
-        ham = labelled.texts if count is None else generator.sample(labelled.texts, count)
-        texts += ham
-        labels += ["ham"] * len(ham)
-        sources.append((name, labelled, len(ham)))
+        sampled = labelled.texts if count is None else generator.sample(labelled.texts, count)
+        ham += sampled
+        sources.append((name, labelled, len(sampled)))
+    labels += ["ham"] * len(ham)
+    key = "spam+" + "+".join(f"{name}:{count}" for name, count in extra_ham.items())
+    if key not in data.batches:
+        data.batches[key] = TextBatch(youtube.texts + ham)
+    batch = data.batches[key]
+    if rows is not None:
+        first_ham = len(youtube.texts)
+        batch = batch.subset(chosen + list(range(first_ham, first_ham + len(ham))))
     n = len(chosen)
 
     def score(probabilities: NDArray[np.float32], classes: tuple[str, ...]) -> float:
         return spam_f1(labels[:n], argmax_labels(probabilities[:n], classes))
 
-    return TrainingSet(TextBatch(texts), labels, sources, score, "F1 of spam on YouTube rows")
+    return TrainingSet(batch, labels, sources, score, "F1 of spam on YouTube rows")
 
 
 def spam_embeddings_training_set(data: Data, rows: Sequence[int] | None = None) -> TrainingSet:

@@ -35,7 +35,7 @@ from allo.triage.build import (
     spam_f1,
     spam_training_set,
 )
-from allo.triage.features import TextBatch, vader
+from allo.triage.features import Featurizer, TextBatch, vader
 from allo.triage.intents import train_intent_model
 from allo.triage.linear import (
     ARTIFACTS,
@@ -226,6 +226,11 @@ def spam_figures(data: Data, models: Models, folds: int = 5) -> list[Figure]:
     youtube = data.sets["spam"]
     batch = data.batch("spam")
     spam = {name: np.zeros(len(youtube.labels)) for name in [*recipes, "together"]}
+    for name, recipe in recipes.items():
+        # Features of every comment and ham text, computed once: each fold's rows are cut
+        # from that batch with them.
+        everything = training_sets[name](data).batch
+        Featurizer.fit(recipe.spec, everything).transform(everything)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=SEED)
     for train, test in splitter.split(np.zeros(len(youtube.labels)), youtube.labels):
         fold = {}

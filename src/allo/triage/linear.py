@@ -240,6 +240,13 @@ class Reader(Protocol):
     def predict(self, texts: Sequence[str] | TextBatch) -> list[str]: ...
 
 
+def probability_of(
+    reader: Reader, texts: Sequence[str] | TextBatch, label: str
+) -> NDArray[np.float32]:
+    """Each text's probability of one class."""
+    return reader.predict_proba(texts)[:, reader.classes.index(label)]
+
+
 def unsure_rows(probabilities: NDArray[np.floating[Any]], below: float) -> NDArray[np.int64]:
     """Rows whose likeliest class has a probability under `below`."""
     return np.flatnonzero(probabilities.max(axis=1) < below)
@@ -290,7 +297,7 @@ class Consensus:
         batch = texts if isinstance(texts, TextBatch) else TextBatch(texts)
         product = np.ones(len(batch))
         for model in self.models:
-            product *= model.predict_proba(batch)[:, model.classes.index(label)]
+            product *= probability_of(model, batch, label)
         scores: NDArray[np.float64] = product ** (1 / len(self.models))
         return scores
 
