@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import pytest
 
+from allo.triage import features
 from allo.triage.features import (
     E5_DIM,
     E5_MAX_CHARS,
@@ -166,6 +167,41 @@ def test_a_batch_computes_each_feature_once_and_subsets_keep_them() -> None:
     part = batch.subset([1, 3])
     assert part.texts == [batch.texts[1], batch.texts[3]]
     assert (part.counts(BOTH) != counts[[1, 3]]).nnz == 0
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Wraps the real encoder function `name` of features, recording how many texts each call
+    embeds."""
+    sizes: list[int] = []
+    real = getattr(features, name)
+
+    def counted(texts: list[str]) -> np.ndarray:
+        sizes.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(features, name, counted)
+    return sizes
+
+
+def test_parts_of_a_batch_cut_use_embeddings_from_the_whole_batch_embedded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sizes = _counting(monkeypatch, "embed")
+    batch = TextBatch(TEXTS)
+    french, english = batch.subset([0, 2]), batch.subset([1, 3, 4])
+    assert np.array_equal(french.embeddings(), batch.embeddings()[[0, 2]])
+    assert np.array_equal(english.subset([2]).embeddings(), batch.embeddings()[[4]])
+    assert sizes == [len(TEXTS)]
+
+
+@needs_e5
+def test_a_part_of_a_batch_embeds_only_its_own_texts_with_e5(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sizes = _counting(monkeypatch, "embed_e5")
+    part = TextBatch(TEXTS).subset([1, 3])
+    assert np.array_equal(part.e5(), embed_e5(part.texts))
+    assert sizes == [2]
 
 
 @needs_e5

@@ -30,7 +30,9 @@ def trained() -> TextClassifier:
     featurizer = Featurizer.fit(SPEC, batch)
     standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
     labels = ["positive"] * len(GOOD) + ["negative"] * len(BAD)
-    model = fit_logistic(featurizer.transform(batch), labels, 10.0, standardiser=standardiser)
+    model = fit_logistic(
+        featurizer.transform(batch), labels, 10.0, n_dense=SPEC.n_dense, standardiser=standardiser
+    )
     return TextClassifier(featurizer, model, {"note": "test"})
 
 
@@ -127,19 +129,25 @@ def test_the_naive_bayes_ratio_favours_columns_of_the_positive_rows() -> None:
     assert ratio == pytest.approx(np.log([3 / 1, 2 / 2, 1 / 3]))
 
 
-def test_naive_bayes_weighting_is_folded_into_one_model_per_class() -> None:
+@pytest.mark.parametrize("standardised", [True, False], ids=["standardised", "raw dense"])
+def test_naive_bayes_weighting_is_folded_into_one_model_per_class(standardised: bool) -> None:
+    """Only the n-grams are weighted: the dense columns never are, standardised or not."""
     from sklearn.linear_model import LogisticRegression
 
     batch = TextBatch(GOOD + BAD + NEUTRAL)
     featurizer = Featurizer.fit(SPEC, batch)
-    standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
+    standardiser = (
+        Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5) if standardised else None
+    )
     X = featurizer.transform(batch)
-    model = fit_logistic(X, THREE_WAY, 10.0, standardiser=standardiser, naive_bayes=True)
+    model = fit_logistic(
+        X, THREE_WAY, 10.0, n_dense=SPEC.n_dense, standardiser=standardiser, naive_bayes=True
+    )
     assert model.one_vs_rest and model.classes == ("negative", "neutral", "positive")
 
     # The same class trained by hand on n-grams scaled by their ratio decides alike.
     columns = np.union1d(np.arange(SPEC.n_dense), np.unique(X.indices))
-    weighted = standardiser.apply(X)[:, columns].tocsr()
+    weighted = (standardiser.apply(X) if standardiser else X)[:, columns].tocsr()
     present = weighted[:, SPEC.n_dense :].copy()
     present.data[:] = 1
     is_positive = np.array(THREE_WAY) == "positive"
@@ -162,13 +170,17 @@ def test_a_naive_bayes_model_of_two_classes_has_one_row_and_round_trips(tmp_path
     batch = TextBatch(GOOD + BAD)
     featurizer = Featurizer.fit(SPEC, batch)
     labels = ["positive"] * 4 + ["negative"] * 4
-    model = fit_logistic(featurizer.transform(batch), labels, 10.0, naive_bayes=True)
+    model = fit_logistic(
+        featurizer.transform(batch), labels, 10.0, n_dense=SPEC.n_dense, naive_bayes=True
+    )
     assert model.coef.shape[0] == 1 and not model.one_vs_rest
     three = TextBatch(GOOD + BAD + NEUTRAL)
     featurizer = Featurizer.fit(SPEC, three)
     classifier = TextClassifier(
         featurizer,
-        fit_logistic(featurizer.transform(three), THREE_WAY, 10.0, naive_bayes=True),
+        fit_logistic(
+            featurizer.transform(three), THREE_WAY, 10.0, n_dense=SPEC.n_dense, naive_bayes=True
+        ),
     )
     classifier.save(tmp_path / "model")
     loaded = TextClassifier.load(tmp_path / "model")
@@ -177,9 +189,18 @@ def test_a_naive_bayes_model_of_two_classes_has_one_row_and_round_trips(tmp_path
     assert np.array_equal(loaded.predict_proba(texts), classifier.predict_proba(texts))
 
 
+def test_a_standardiser_must_cover_the_dense_columns_exactly() -> None:
+    batch = TextBatch(GOOD + BAD)
+    featurizer = Featurizer.fit(SPEC, batch)
+    standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
+    labels = ["positive"] * len(GOOD) + ["negative"] * len(BAD)
+    with pytest.raises(ValueError, match="standardiser of 4 columns for 0"):
+        fit_logistic(featurizer.transform(batch), labels, 1.0, n_dense=0, standardiser=standardiser)
+
+
 def test_naive_bayes_weighting_needs_hashed_n_grams() -> None:
     with pytest.raises(ValueError, match="hashed n-grams"):
-        fit_logistic(np.ones((4, 2)), ["a", "b", "a", "b"], 1.0, naive_bayes=True)
+        fit_logistic(np.ones((4, 2)), ["a", "b", "a", "b"], 1.0, n_dense=2, naive_bayes=True)
 
 
 def second_reading(classes: list[str] | None = None) -> TextClassifier:
@@ -189,7 +210,9 @@ def second_reading(classes: list[str] | None = None) -> TextClassifier:
     featurizer = Featurizer.fit(spec, batch)
     standardiser = Standardiser.fit(featurizer.dense(batch).astype(np.float64), 0.5)
     labels = classes or ["positive"] * len(GOOD) + ["negative"] * len(BAD)
-    model = fit_logistic(featurizer.transform(batch), labels, 1.0, standardiser=standardiser)
+    model = fit_logistic(
+        featurizer.transform(batch), labels, 1.0, n_dense=spec.n_dense, standardiser=standardiser
+    )
     return TextClassifier(featurizer, model, {"rereads": "first", "rereads_below": 0.8})
 
 
@@ -248,6 +271,7 @@ def test_models_read_together_score_the_geometric_mean_of_their_probabilities() 
         second.featurizer.transform(TextBatch(GOOD + BAD)),
         ["positive"] * len(GOOD) + ["negative"] * len(BAD),
         0.1,
+        n_dense=SPEC.n_dense,
         standardiser=Standardiser.fit(
             second.featurizer.dense(TextBatch(GOOD + BAD)).astype(np.float64), 0.5
         ),

@@ -99,10 +99,6 @@ class Recipe:
     share: float = 0.0
 
     def __post_init__(self) -> None:
-        # fit_logistic learns where the dense block ends from its standardiser: without one,
-        # naive Bayes weighting would take dense columns for n-grams.
-        if self.naive_bayes and self.spec.n_dense and any(w is None for _, w in self.grid):
-            raise ValueError(f"{self.name}: naive Bayes weighting needs a dense weight everywhere")
         if (self.rereads is None) != (self.share == 0) or not 0 <= self.share < 1:
             raise ValueError(f"{self.name}: a second reading re-reads a share between 0 and 1")
 
@@ -373,6 +369,7 @@ def fit_recipe(
         X,
         labels,
         C,
+        n_dense=recipe.spec.n_dense,
         standardiser=standardiser,
         balanced=recipe.balanced,
         naive_bayes=recipe.naive_bayes,
@@ -520,18 +517,20 @@ def _describe_sources(
     ]
 
 
-def _second_reading(recipe: Recipe, cascade: Cascade, data: Data) -> dict[str, Any]:
+def _second_reading(
+    recipe: Recipe, cascade: Cascade, training: TrainingSet, data: Data
+) -> dict[str, Any]:
     """What the manifest says of a second reading: which model, from what confidence, and the
     share of rows re-read: of the first model's out-of-fold answers (by construction), and of
-    the validation rows (as it fell)."""
-    language = recipe.name.removeprefix("sentiment_").removesuffix(SECOND_READING)
-    batch = data.batch(f"tweets_{language}/val")
+    the validation part of its first training set (as it fell)."""
+    source = training.sources[0][0]
+    batch = data.batch(f"{source}/val")
     reread_rows = unsure_rows(cascade.first.predict_proba(batch), cascade.below)
     return {
         "rereads": recipe.rereads,
         "below_confidence": round(cascade.below, 4),
         "share_of_out_of_fold_rows": recipe.share,
-        f"share_of_tweets_{language}_val": round(len(reread_rows) / len(batch), 4),
+        f"share_of_{source}_val": round(len(reread_rows) / len(batch), 4),
     }
 
 
@@ -597,7 +596,7 @@ def build(
             "validation": {key: round(value, 4) for key, value in scores.items()},
         }
         if isinstance(reader, Cascade):
-            models[recipe.name]["second_reading"] = _second_reading(recipe, reader, data)
+            models[recipe.name]["second_reading"] = _second_reading(recipe, reader, training, data)
         seconds = time.monotonic() - began
         log(
             f"{recipe.name}: C={best.C} dense weight={best.dense_weight} {scores} ({seconds:.0f} s)"

@@ -391,10 +391,15 @@ def evaluate(
     """Every figure of `allo eval`, grouped by task (see `render`)."""
     started = time.monotonic()
     data = load_data(datasets.data_dir(data_dir).resolve())
-    names = [recipe.name for recipe, _ in RECIPES]
-    models: Models = {name: load_shipped(name, artifacts_dir) for name in names}
-    for language in ("fr", "en"):
-        models[f"sentiment_{language}"] = load_cascade(f"sentiment_{language}", artifacts_dir)
+    models: Models = {
+        name: load_cascade(name, artifacts_dir) for name in ("sentiment_fr", "sentiment_en")
+    }
+    # A second reading is loaded with the model it re-reads, in its cascade.
+    models |= {
+        recipe.name: load_shipped(recipe.name, artifacts_dir)
+        for recipe, _ in RECIPES
+        if recipe.name not in models and recipe.rereads is None
+    }
     manifest = json.loads((artifacts_dir / "manifest.json").read_text())
     tasks: dict[str, list[Figure]] = {}
     steps: tuple[tuple[str, Callable[[], list[Figure]]], ...] = (

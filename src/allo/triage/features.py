@@ -292,13 +292,21 @@ class TextBatch:
         self._e5: NDArray[np.float32] | None = None
         self._vader: dict[str, NDArray[np.float32]] = {}
         self._counts: dict[HashSpec, sp.csr_matrix] = {}
+        self._parent: tuple[TextBatch, NDArray[np.int64]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def embeddings(self) -> NDArray[np.float32]:
+        """USE embeddings. A part of a batch cuts them from its parent's: whatever reads a part
+        with embeddings (sentiment, by language) goes with models that read the whole batch so
+        (offensive, spam), and embedding the part first would embed its texts twice."""
         if self._embeddings is None:
-            self._embeddings = embed(self.texts)
+            if self._parent is None:
+                self._embeddings = embed(self.texts)
+            else:
+                parent, rows = self._parent
+                self._embeddings = parent.embeddings()[rows]
         return self._embeddings
 
     def e5(self) -> NDArray[np.float32]:
@@ -321,6 +329,7 @@ class TextBatch:
         chosen = np.asarray(rows, dtype=np.int64)
         part = TextBatch([])
         part.texts = [self.texts[row] for row in chosen]
+        part._parent = (self, chosen)
         if self._embeddings is not None:
             part._embeddings = self._embeddings[chosen]
         if self._e5 is not None:

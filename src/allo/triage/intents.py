@@ -130,7 +130,14 @@ def train_intent_model(texts: Sequence[str] | TextBatch, labels: Sequence[str]) 
     # unit scale keep them raw.
     raw = Standardiser(np.zeros(EMBEDDING_DIM), np.ones(EMBEDDING_DIM))
     # float16 halves what is stored (77 intents on banking77: 9 MB) and moves no prediction.
-    model = fit_logistic(featurizer.transform(batch), labels, C, standardiser=raw, dtype=np.float16)
+    model = fit_logistic(
+        featurizer.transform(batch),
+        labels,
+        C,
+        n_dense=featurizer.spec.n_dense,
+        standardiser=raw,
+        dtype=np.float16,
+    )
     trained_at = datetime.now(UTC).isoformat(timespec="seconds")
     return IntentModel(TextClassifier(featurizer, model), counts, trained_at)
 

@@ -346,6 +346,7 @@ def fit_logistic(
     y: Sequence[str],
     C: float,
     *,
+    n_dense: int,
     standardiser: Standardiser | None = None,
     balanced: bool = False,
     naive_bayes: bool = False,
@@ -353,17 +354,20 @@ def fit_logistic(
 ) -> LinearModel:
     """Train a logistic regression (scikit-learn, lbfgs) and keep its coefficients as `dtype`.
 
-    With a standardiser, X holds raw dense columns: they are standardised for training, and the
-    model keeps the mean and scale so it reads raw columns too. On sparse X, only the columns
-    the training rows use are trained and kept: the others would get zero weights anyway.
+    X's first `n_dense` columns are dense features (embeddings, lexicon scores), the others
+    hashed n-grams. With a standardiser, the dense columns are raw: they are standardised for
+    training, and the model keeps the mean and scale so it reads raw columns too. On sparse X,
+    the dense columns and those the training rows use are trained and kept: the others would
+    get zero weights anyway.
 
     With `naive_bayes` (sparse X only), the n-gram columns are first scaled by their naive Bayes
     log-count ratio for each class against the rest (Wang and Manning's NBSVM, with a logistic
     loss), one binary model per class. The scaling is folded into the coefficients, so the
     model reads the same columns as any other.
     """
+    if standardiser and len(standardiser.mean) != n_dense:
+        raise ValueError(f"a standardiser of {len(standardiser.mean)} columns for {n_dense}")
     train = standardiser.apply(X) if standardiser else X
-    n_dense = len(standardiser.mean) if standardiser else 0
     columns = None
     if not isinstance(train, np.ndarray):
         columns = np.union1d(np.arange(n_dense), np.unique(train.indices)).astype(np.int64)
@@ -461,6 +465,7 @@ def cross_validate(
             X[train],
             labels[train].tolist(),
             C,
+            n_dense=n_dense,
             standardiser=standardiser,
             balanced=balanced,
             naive_bayes=naive_bayes,
