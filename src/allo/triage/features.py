@@ -330,8 +330,6 @@ class TextBatch:
         part = TextBatch([])
         part.texts = [self.texts[row] for row in chosen]
         part._parent = (self, chosen)
-        if self._embeddings is not None:
-            part._embeddings = self._embeddings[chosen]
         if self._e5 is not None:
             part._e5 = self._e5[chosen]
         part._vader = {language: values[chosen] for language, values in self._vader.items()}
